@@ -1,0 +1,1 @@
+//! berth-diff (stub: being written)

@@ -1,0 +1,1 @@
+//! berth-snapshot (stub: being written)
