@@ -1,1 +1,118 @@
-//! Shared helpers for the end-to-end tests live in `tests/src`.
+//! Harness for berth's end-to-end tests: a berthd per test on its own temp root and socket, the
+//! real clients that drive it, and builders for the images the tests import.
+//!
+//! Everything a test starts or mounts is undone by `Drop`, even when the test fails.
+
+pub mod client;
+pub mod daemon;
+pub mod oci;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+pub use daemon::Berthd;
+
+/// Where cargo put berth's binaries (`target/<profile>`), or `$BERTH_BIN_DIR`.
+pub fn bin_dir() -> PathBuf {
+    if let Ok(dir) = std::env::var("BERTH_BIN_DIR") {
+        return PathBuf::from(dir);
+    }
+    let exe = std::env::current_exe().expect("test executable path");
+    // target/<profile>/deps/<test-binary>
+    exe.parent()
+        .and_then(Path::parent)
+        .expect("test binary lives in target/<profile>/deps")
+        .to_path_buf()
+}
+
+pub fn berthd_bin() -> PathBuf {
+    let p = bin_dir().join("berthd");
+    assert!(p.exists(), "{} is missing: run `cargo build --workspace --bins` first", p.display());
+    p
+}
+
+pub fn berth_bin() -> PathBuf {
+    let p = bin_dir().join("berth");
+    assert!(p.exists(), "{} is missing: run `cargo build --workspace --bins` first", p.display());
+    p
+}
+
+/// The offline test images of `shared/testimages/make-test-images.sh`, built once per machine and
+/// shared by all tests (the build is reproducible; a lock keeps parallel tests from racing it).
+pub fn test_images() -> PathBuf {
+    let dir = bin_dir().join("testimages");
+    let marker = dir.join("busybox-oci.tar");
+    std::fs::create_dir_all(&dir).expect("create test image dir");
+    let lock = std::fs::File::create(dir.join(".lock")).expect("lock file");
+    let _lock = nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusive).expect("lock test images");
+    if !marker.exists() {
+        let script = repo_root().join("../shared/testimages/make-test-images.sh");
+        let out = Command::new("sh").arg(&script).arg(&dir).output().expect("run make-test-images.sh");
+        assert!(out.status.success(), "make-test-images.sh failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    dir
+}
+
+/// The checkout's top directory.
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ sits in the repo").to_path_buf()
+}
+
+/// The manifests named in an OCI layout's index.json: (ref name annotation, digest).
+pub fn oci_index_refs(layout: &Path) -> Vec<(String, String)> {
+    let text = std::fs::read_to_string(layout.join("index.json")).expect("index.json");
+    let v: serde_json::Value = serde_json::from_str(&text).expect("index.json parses");
+    v["manifests"]
+        .as_array()
+        .expect("manifests")
+        .iter()
+        .map(|m| {
+            (
+                m["annotations"]["org.opencontainers.image.ref.name"].as_str().unwrap_or_default().to_string(),
+                m["digest"].as_str().expect("digest").to_string(),
+            )
+        })
+        .collect()
+}
+
+/// A finished command, with its output as text for assertions.
+pub struct Run {
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    pub fn ok(self) -> Run {
+        assert_eq!(self.code, Some(0), "command failed:\nstdout: {}\nstderr: {}", self.stdout, self.stderr);
+        self
+    }
+}
+
+impl From<Output> for Run {
+    fn from(o: Output) -> Run {
+        Run {
+            code: o.status.code(),
+            stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+        }
+    }
+}
+
+pub fn sha256_hex(data: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(data))
+}
+
+/// containerd's ChainID of a list of diff ids.
+pub fn chain_id(diff_ids: &[String]) -> String {
+    let mut chain = diff_ids[0].clone();
+    for d in &diff_ids[1..] {
+        chain = format!("sha256:{}", sha256_hex(format!("{chain} {d}").as_bytes()));
+    }
+    chain
+}
+
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio runtime")
+}

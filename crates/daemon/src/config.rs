@@ -1,0 +1,146 @@
+//! berthd's configuration: one TOML file, every key optional, flags override it.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Persistent data: metadata, content, snapshots.
+    pub root: PathBuf,
+    /// Per-boot state (tmpfs): sockets, runtime state.
+    pub state: PathBuf,
+    /// gRPC unix socket.
+    pub address: PathBuf,
+    /// Default snapshotter for clients that do not name one.
+    pub snapshotter: String,
+    /// Seconds to wait after a delete before garbage collection runs (coalesces bursts of deletes).
+    pub gc_delay_ms: u64,
+    pub registry: RegistryConfig,
+    pub cri: CriConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RegistryConfig {
+    pub config_path: PathBuf,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CriConfig {
+    pub enabled: bool,
+    pub sandbox_image: String,
+    pub default_runtime: String,
+    pub stream_server_address: String,
+    pub stream_server_port: u16,
+    pub cni: CniConfig,
+    pub runtimes: BTreeMap<String, RuntimeConfig>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CniConfig {
+    pub conf_dir: PathBuf,
+    pub bin_dirs: Vec<PathBuf>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RuntimeConfig {
+    pub runtime_type: String,
+    pub options: BTreeMap<String, toml::Value>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            root: "/var/lib/berth".into(),
+            state: "/run/berth".into(),
+            address: "/run/berth/berth.sock".into(),
+            snapshotter: "overlayfs".into(),
+            gc_delay_ms: 100,
+            registry: RegistryConfig::default(),
+            cri: CriConfig::default(),
+        }
+    }
+}
+
+impl Default for RegistryConfig {
+    fn default() -> Self {
+        RegistryConfig {
+            config_path: "/etc/berth/certs.d".into(),
+        }
+    }
+}
+
+impl Default for CriConfig {
+    fn default() -> Self {
+        let runtime = |binary: &str| RuntimeConfig {
+            runtime_type: "io.containerd.berth.v2".into(),
+            options: BTreeMap::from([("binary_name".into(), toml::Value::from(binary))]),
+        };
+        CriConfig {
+            enabled: true,
+            sandbox_image: "registry.k8s.io/pause:3.10".into(),
+            default_runtime: "runc".into(),
+            stream_server_address: "127.0.0.1".into(),
+            stream_server_port: 0,
+            cni: CniConfig::default(),
+            runtimes: BTreeMap::from([("runc".into(), runtime("runc")), ("crun".into(), runtime("crun"))]),
+        }
+    }
+}
+
+impl Default for CniConfig {
+    fn default() -> Self {
+        CniConfig {
+            conf_dir: "/etc/cni/net.d".into(),
+            bin_dirs: vec!["/opt/cni/bin".into(), "/usr/lib/cni".into()],
+        }
+    }
+}
+
+impl Config {
+    /// Reads `path`; a missing file is only an error when the operator named it explicitly.
+    pub fn load(path: &Path, explicit: bool) -> anyhow::Result<Config> {
+        match std::fs::read_to_string(path) {
+            Ok(text) => toml::from_str(&text).with_context(|| format!("parse config {}", path.display())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !explicit => Ok(Config::default()),
+            Err(e) => Err(e).with_context(|| format!("read config {}", path.display())),
+        }
+    }
+
+    pub fn to_toml(&self) -> anyhow::Result<String> {
+        Ok(toml::to_string_pretty(self)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_round_trips_and_keeps_design_keys() {
+        let text = Config::default().to_toml().expect("serialise");
+        for key in ["root = ", "state = ", "address = ", "[registry]", "config_path", "[cri]", "sandbox_image",
+            "[cri.cni]", "bin_dirs", "[cri.runtimes.runc]", "runtime_type"] {
+            assert!(text.contains(key), "default config lacks {key}:\n{text}");
+        }
+        let back: Config = toml::from_str(&text).expect("parse default");
+        assert_eq!(back.address, Config::default().address);
+    }
+
+    #[test]
+    fn partial_file_keeps_defaults_and_unknown_keys_fail() {
+        let c: Config = toml::from_str("root = \"/tmp/x\"\n[cri]\nenabled = false\n").expect("parse");
+        assert_eq!(c.root, PathBuf::from("/tmp/x"));
+        assert_eq!(c.state, PathBuf::from("/run/berth"));
+        assert!(!c.cri.enabled);
+        assert_eq!(c.cri.default_runtime, "runc");
+        assert!(toml::from_str::<Config>("rooot = \"/x\"").is_err());
+    }
+}

@@ -1,0 +1,141 @@
+//! Start-up, serving and shutdown.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use berth_api::server as srv;
+use berth_snapshot::Snapshotter;
+use tokio::net::UnixListener;
+use tokio::signal::unix::{signal, SignalKind};
+use tokio_stream::wrappers::UnixListenerStream;
+
+use crate::config::Config;
+use crate::daemon::Daemon;
+use crate::events::Exchange;
+use crate::gc::Gc;
+use crate::services::Service;
+
+/// containerd accepts messages up to 16 MiB.
+const MAX_MESSAGE: usize = 16 << 20;
+
+pub async fn run(cfg: Config) -> anyhow::Result<()> {
+    for dir in [&cfg.root, &cfg.state] {
+        fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
+    }
+    fs::set_permissions(&cfg.root, fs::Permissions::from_mode(0o711))?;
+    let _lock = lock_root(&cfg.root)?;
+
+    let root = cfg.root.clone();
+    let (store, snapshotters) = tokio::task::spawn_blocking(move || open_backends(&root)).await??;
+    let daemon = Arc::new(Daemon {
+        store,
+        snapshotters,
+        default_snapshotter: cfg.snapshotter.clone(),
+        events: Exchange::default(),
+        gc: Gc::new(Duration::from_millis(cfg.gc_delay_ms)),
+        uuid: server_uuid(&cfg.root)?,
+        root: cfg.root.clone(),
+        state: cfg.state.clone(),
+    });
+    if !daemon.snapshotters.contains_key(&cfg.snapshotter) {
+        bail!("default snapshotter {:?} is not one of {:?}", cfg.snapshotter, daemon.snapshotters.keys());
+    }
+    crate::gc::spawn_collector(daemon.clone());
+    // Whatever a crash left unreferenced goes now.
+    daemon.gc.schedule();
+
+    let listener = bind(&cfg.address)?;
+    tracing::info!(address = %cfg.address.display(), root = %cfg.root.display(), "berthd serving");
+    let svc = Service(daemon.clone());
+    let result = tonic::transport::Server::builder()
+        .add_service(srv::version::version_server::VersionServer::new(svc.clone()))
+        .add_service(srv::namespaces::namespaces_server::NamespacesServer::new(svc.clone()))
+        .add_service(srv::introspection::introspection_server::IntrospectionServer::new(svc.clone()))
+        .add_service(srv::events::events_server::EventsServer::new(svc.clone()).max_decoding_message_size(MAX_MESSAGE))
+        .add_service(srv::leases::leases_server::LeasesServer::new(svc.clone()))
+        .add_service(srv::images::images_server::ImagesServer::new(svc.clone()).max_decoding_message_size(MAX_MESSAGE))
+        .add_service(
+            srv::content::content_server::ContentServer::new(svc.clone())
+                .max_decoding_message_size(MAX_MESSAGE)
+                .max_encoding_message_size(MAX_MESSAGE),
+        )
+        .add_service(srv::snapshots::snapshots_server::SnapshotsServer::new(svc.clone()))
+        .add_service(srv::diff::diff_server::DiffServer::new(svc.clone()))
+        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown_signal())
+        .await;
+    let _ = fs::remove_file(&cfg.address);
+    tracing::info!("berthd stopped");
+    result.context("serve gRPC")
+}
+
+type Backends = (Arc<berth_store::Store>, BTreeMap<String, Arc<dyn Snapshotter>>);
+
+fn open_backends(root: &Path) -> anyhow::Result<Backends> {
+    let store = berth_store::Store::open(root).context("open metadata and content store")?;
+    let snaps = root.join("snapshots");
+    let mut snapshotters: BTreeMap<String, Arc<dyn Snapshotter>> = BTreeMap::new();
+    let overlay = berth_snapshot::open_overlay(&snaps.join("overlayfs")).context("open overlayfs snapshotter")?;
+    snapshotters.insert("overlayfs".into(), Arc::new(overlay));
+    let native = berth_snapshot::open_native(&snaps.join("native")).context("open native snapshotter")?;
+    snapshotters.insert("native".into(), Arc::new(native));
+    Ok((Arc::new(store), snapshotters))
+}
+
+/// Two daemons on one root would corrupt it: the second one refuses to start.
+fn lock_root(root: &Path) -> anyhow::Result<fs::File> {
+    let path = root.join("berthd.lock");
+    let file = fs::OpenOptions::new().create(true).truncate(false).write(true).open(&path)?;
+    nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock)
+        .map(|locked| locked.relock_forget())
+        .map_err(|(_, e)| anyhow::anyhow!("root {} is in use by another berthd ({e})", root.display()))
+}
+
+/// The server's identity survives restarts: created once, atomically, under the root.
+fn server_uuid(root: &Path) -> anyhow::Result<String> {
+    let path = root.join("uuid");
+    if let Ok(text) = fs::read_to_string(&path) {
+        let id = text.trim();
+        if uuid::Uuid::parse_str(id).is_ok() {
+            return Ok(id.to_string());
+        }
+    }
+    let id = uuid::Uuid::new_v4().to_string();
+    let tmp = root.join("uuid.tmp");
+    let mut f = fs::File::create(&tmp)?;
+    f.write_all(id.as_bytes())?;
+    f.sync_all()?;
+    fs::rename(&tmp, &path)?;
+    Ok(id)
+}
+
+fn bind(address: &PathBuf) -> anyhow::Result<UnixListener> {
+    if let Some(dir) = address.parent() {
+        fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
+    }
+    if address.exists() {
+        if std::os::unix::net::UnixStream::connect(address).is_ok() {
+            bail!("{} is already served by another process", address.display());
+        }
+        fs::remove_file(address).with_context(|| format!("remove stale socket {}", address.display()))?;
+    }
+    let listener = UnixListener::bind(address).with_context(|| format!("listen on {}", address.display()))?;
+    fs::set_permissions(address, fs::Permissions::from_mode(0o660))?;
+    Ok(listener)
+}
+
+async fn shutdown_signal() {
+    let (mut term, mut int) = match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+        (Ok(t), Ok(i)) => (t, i),
+        _ => return std::future::pending().await,
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+        _ = int.recv() => tracing::info!("SIGINT: shutting down"),
+    }
+}
