@@ -40,6 +40,11 @@ pub(crate) fn is_sha256_hex(hex: &str) -> bool {
 }
 
 impl Digest {
+    /// Same as [`parse`].
+    pub fn parse(s: &str) -> Result<Digest> {
+        parse(s)
+    }
+
     /// Builds a digest from a raw 32-byte sha256 output.
     pub fn from_sha256(bytes: &[u8]) -> Digest {
         Digest(format!("{PREFIX}{}", hex::encode(bytes)))

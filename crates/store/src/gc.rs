@@ -142,7 +142,9 @@ impl Store {
             }
             label_refs(&ns, &c.labels, &mut roots);
         }
-        for (ns, lease) in all_records::<Lease>(&txn.open_table(LEASES)?)? {
+        // Collected first: deleting an expired lease reopens the leases table.
+        let all_leases = all_records::<Lease>(&txn.open_table(LEASES)?)?;
+        for (ns, lease) in all_leases {
             if is_expired(&lease, now) {
                 leases::delete_lease(&txn, &ns, &lease.id)?;
                 report.removed_leases.push((ns, lease.id));

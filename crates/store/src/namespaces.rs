@@ -92,9 +92,16 @@ impl Store {
         Ok(ns)
     }
 
-    /// Deletes an empty namespace. `has_snapshots` comes from the daemon, which asks its
-    /// snapshotters; the store cannot see them.
-    pub fn namespace_delete(&self, name: &str, has_snapshots: bool) -> Result<()> {
+    /// Deletes an empty namespace (images, containers, content, leases). Snapshots are not
+    /// visible to the store: the caller checks its snapshotters first, or uses
+    /// [`Store::namespace_delete_with`].
+    pub fn namespace_delete(&self, name: &str) -> Result<()> {
+        self.namespace_delete_with(name, false)
+    }
+
+    /// Like [`Store::namespace_delete`], with the caller's answer to "does it hold snapshots?"
+    /// folded into the same FailedPrecondition message.
+    pub fn namespace_delete_with(&self, name: &str, has_snapshots: bool) -> Result<()> {
         let txn = self.db().begin_write()?;
         {
             let mut held = Vec::new();

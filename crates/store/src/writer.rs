@@ -96,6 +96,10 @@ impl Store {
             .map(digest::parse)
             .transpose()?;
         let lease = lease.filter(|l| !l.is_empty());
+        if let Some(l) = lease {
+            // Checked before anything touches disk, so a bad lease leaves no ingest behind.
+            self.lease_list_resources(ns, l)?;
+        }
         if let Some(d) = &expected {
             self.record_if_present(ns, d, lease)?;
         }
@@ -230,15 +234,16 @@ fn hash_prefix(file: &File, len: i64) -> Result<Sha256> {
 }
 
 impl Writer {
-    pub fn status(&self) -> IngestStatus {
-        IngestStatus {
+    /// The ingest's status as this writer sees it (no I/O; a `Result` for API stability).
+    pub fn status(&self) -> Result<IngestStatus> {
+        Ok(IngestStatus {
             reference: self.meta.reference.clone(),
             offset: self.offset,
             total: self.meta.total,
             expected: self.meta.expected.clone(),
             started_at: self.meta.started_at,
             updated_at: self.updated_at,
-        }
+        })
     }
 
     /// The digest of what has been written so far.
