@@ -313,7 +313,7 @@ fn native_copy_preserves_metadata() {
     fs::set_permissions(src.join("dir"), fs::Permissions::from_mode(0o1777)).expect("chmod");
     rustix::fs::mknodat(
         rustix::fs::CWD,
-        &src.join("fifo"),
+        src.join("fifo"),
         rustix::fs::FileType::Fifo,
         rustix::fs::Mode::from_raw_mode(0o600),
         0,
@@ -321,7 +321,7 @@ fn native_copy_preserves_metadata() {
     .expect("mkfifo");
     rustix::fs::mknodat(
         rustix::fs::CWD,
-        &src.join("null"),
+        src.join("null"),
         rustix::fs::FileType::CharacterDevice,
         rustix::fs::Mode::from_raw_mode(0o666),
         rustix::fs::makedev(1, 3),
@@ -346,7 +346,7 @@ fn native_copy_preserves_metadata() {
     };
     rustix::fs::utimensat(
         rustix::fs::CWD,
-        &src.join("dir"),
+        src.join("dir"),
         &old,
         rustix::fs::AtFlags::empty(),
     )
