@@ -8,6 +8,11 @@
 //! - `content/ingest/<sha256(ns "\0" ref)>/`: in-progress writes (`data` + `meta.json`).
 //!
 //! The API is synchronous (the daemon calls it from `spawn_blocking`); [`Store`] is `Send + Sync`.
+//!
+//! Concurrency: metadata changes are serialised by redb's single writer. [`Store::gc`] assumes
+//! the caller has paused other mutations (the daemon holds its own lock); it additionally
+//! excludes content commits internally so a freshly renamed blob is never swept as an orphan.
+//! Only one [`Store`] may be open on a root at a time (redb locks the database file).
 
 pub mod digest;
 pub mod error;

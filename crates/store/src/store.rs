@@ -26,6 +26,14 @@ pub(crate) struct Inner {
     pub(crate) blob_lock: RwLock<()>,
 }
 
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("root", &self.inner.root)
+            .finish()
+    }
+}
+
 impl Store {
     /// Opens (or creates) a store rooted at `root`.
     pub fn open(root: &Path) -> Result<Store> {

@@ -41,6 +41,18 @@ pub struct Writer {
     committed: bool,
 }
 
+impl std::fmt::Debug for Writer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Writer")
+            .field("ns", &self.ns)
+            .field("reference", &self.meta.reference)
+            .field("offset", &self.offset)
+            .field("total", &self.meta.total)
+            .field("committed", &self.committed)
+            .finish()
+    }
+}
+
 /// The in-process lock on an ingest key, released on drop (also when opening fails halfway).
 struct RefLock {
     inner: Arc<Inner>,

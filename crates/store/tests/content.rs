@@ -215,8 +215,7 @@ fn one_live_writer_per_ref() {
         .expect("first");
     let err = s
         .content_writer("default", "busy", 0, None, None)
-        .err()
-        .expect("second writer must fail");
+        .expect_err("second writer must fail");
     assert_eq!(err.kind(), ErrorKind::Unavailable);
     assert!(err.to_string().contains("locked"), "{err}");
     // Same ref in another namespace is a different ingest.
@@ -236,15 +235,13 @@ fn expected_existing_blob_short_circuits() {
     // Same namespace: AlreadyExists.
     let err = s
         .content_writer("a", "again", 0, Some(&d), None)
-        .err()
-        .expect("exists");
+        .expect_err("exists");
     assert_eq!(err.kind(), ErrorKind::AlreadyExists);
     // Other namespace: recorded there without rewriting, and the lease holds it.
     s.lease_create("b", "pull", Labels::new()).expect("lease");
     let err = s
         .content_writer("b", "again", 0, Some(&d), Some("pull"))
-        .err()
-        .expect("exists");
+        .expect_err("exists");
     assert_eq!(err.kind(), ErrorKind::AlreadyExists);
     assert_eq!(s.content_info("b", &d).expect("recorded in b").size, 12);
     assert_eq!(read_all(&s, "b", &d), b"shared layer");
@@ -367,15 +364,13 @@ fn hostile_refs_stay_inside_ingest_dir() {
     }
     assert_eq!(
         s.content_writer("default", "", 0, None, None)
-            .err()
-            .expect("empty")
+            .expect_err("empty")
             .kind(),
         ErrorKind::InvalidArgument
     );
     assert_eq!(
         s.content_writer("../x", "r", 0, None, None)
-            .err()
-            .expect("bad ns")
+            .expect_err("bad ns")
             .kind(),
         ErrorKind::InvalidArgument
     );
@@ -487,8 +482,7 @@ fn writer_lease_tracks_ingest_then_content() {
     // A missing lease is NotFound.
     assert_eq!(
         s.content_writer("default", "x", 0, None, Some("nope"))
-            .err()
-            .expect("no lease")
+            .expect_err("no lease")
             .kind(),
         ErrorKind::NotFound
     );
