@@ -373,7 +373,7 @@ impl Applier {
         let dfd = if path.is_root() {
             self.root
                 .dir_rw(path)?
-                .ok_or_else(|| Error::NotFound(self.root.path().display().to_string()))?
+                .ok_or_else(|| Error::InvalidArgument("apply root vanished".into()))?
         } else {
             let (pfd, name, existing) = self.slot(path)?;
             match existing {
@@ -474,7 +474,7 @@ impl Applier {
             }
         }
         let (Some(st), Some(tpfd)) = (found, tpfd) else {
-            return Err(Error::NotFound(format!(
+            return Err(Error::InvalidArgument(format!(
                 "hard link target {} of {} does not exist",
                 target.display(),
                 path.display()

@@ -12,9 +12,6 @@ pub enum Error {
     /// An entry would be written outside the root.
     #[error("path escapes the root: {0}")]
     Escape(String),
-    /// A hard link's target does not exist in the root or its parents.
-    #[error("not found: {0}")]
-    NotFound(String),
     #[error("{context}: {source}")]
     Io {
         context: String,
@@ -30,7 +27,6 @@ pub enum ErrorKind {
     InvalidArgument,
     /// Also an invalid argument on the wire, kept apart so tests and logs can tell.
     Escape,
-    NotFound,
     Internal,
 }
 
@@ -39,11 +35,9 @@ impl Error {
         match self {
             Error::InvalidArgument(_) => ErrorKind::InvalidArgument,
             Error::Escape(_) => ErrorKind::Escape,
-            Error::NotFound(_) => ErrorKind::NotFound,
             Error::Io { .. } => ErrorKind::Internal,
             Error::Snapshot(e) => match e.kind() {
                 berth_snapshot::ErrorKind::InvalidArgument => ErrorKind::InvalidArgument,
-                berth_snapshot::ErrorKind::NotFound => ErrorKind::NotFound,
                 _ => ErrorKind::Internal,
             },
         }

@@ -36,10 +36,6 @@ impl Root {
         })
     }
 
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
     /// Resolves `rel` beneath the root. `ENOENT` is returned as `Ok(None)`.
     fn resolve(&self, rel: &RelPath, flags: OFlags) -> Result<Option<OwnedFd>> {
         let path = rel.to_path();
@@ -131,8 +127,8 @@ pub(crate) fn remove_all_at(dir: impl AsFd, name: &OsStr) -> Result<()> {
 pub(crate) fn list_dir(dir: &OwnedFd) -> Result<Vec<std::ffi::OsString>> {
     use std::os::unix::ffi::OsStrExt;
     let mut out = Vec::new();
-    let mut it = rustix::fs::Dir::read_from(dir).ctx(|| "read directory".to_string())?;
-    while let Some(entry) = it.next() {
+    let it = rustix::fs::Dir::read_from(dir).ctx(|| "read directory".to_string())?;
+    for entry in it {
         let entry = entry.ctx(|| "read directory".to_string())?;
         let name = entry.file_name().to_bytes();
         if name != b"." && name != b".." {
