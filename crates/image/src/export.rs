@@ -186,7 +186,7 @@ fn walk(
                     || child
                         .platform
                         .as_ref()
-                        .is_some_and(|p| opts.platform.matches(p));
+                        .is_none_or(|p| opts.platform.matches(p));
                 let is_doc = mt::is_manifest(&child.media_type) || mt::is_index(&child.media_type);
                 if !is_doc {
                     continue;

@@ -402,18 +402,21 @@ fn walk(
             label_layers(c, sink, &m)?;
         }
         Document::Index(idx) => {
-            for child in &idx.manifests {
-                let wanted = opts.all_platforms
-                    || child
-                        .platform
-                        .as_ref()
-                        .is_some_and(|p| opts.platform.matches(p));
-                walk(c, sink, opts, child, wanted, done)?;
+            // Like containerd's FilterPlatforms: other platforms' children are neither
+            // required nor walked (they may legitimately be absent); the index labels still
+            // name them so GC keeps whatever of them is present.
+            for child in idx.manifests.iter().filter(|d| wanted(opts, d)) {
+                walk(c, sink, opts, child, true, done)?;
             }
             sink.set_labels(&desc.digest, &labels::index_labels(&idx))?;
         }
     }
     Ok(true)
+}
+
+/// Descriptors without a platform are kept, as containerd does (nested indexes have none).
+fn wanted(opts: &ImportOptions, d: &Descriptor) -> bool {
+    opts.all_platforms || d.platform.as_ref().is_none_or(|p| opts.platform.matches(p))
 }
 
 /// Labels each layer with its diff id (from the config) when the config is in this archive.

@@ -371,3 +371,69 @@ fn export_missing_layer_is_not_found() {
     r.read_to_end(&mut buf).expect("read");
     assert_eq!(buf, manifest);
 }
+
+/// A multi-platform index where only the host platform's content is in the archive: import
+/// succeeds (others are skipped, as with containerd), unless every platform is required; export
+/// skips the absent platform too.
+#[test]
+fn index_with_missing_foreign_platform() {
+    let (layer, config, manifest) = small_image();
+    let foreign = Digest::of(b"arm64 manifest that is not in the archive");
+    let host = berth_image::Platform::host();
+    let index = format!(
+        r#"{{"schemaVersion":2,"mediaType":"{oi}","manifests":[
+            {{"mediaType":"{om}","digest":"{fd}","size":40,"platform":{{"os":"linux","architecture":"s390x"}}}},
+            {{"mediaType":"{om}","digest":"{md}","size":{ms},"platform":{{"os":"{os}","architecture":"{arch}","variant":"{var}"}}}}]}}"#,
+        oi = mt::OCI_INDEX,
+        om = mt::OCI_MANIFEST,
+        fd = foreign,
+        md = Digest::of(&manifest),
+        ms = manifest.len(),
+        os = host.os,
+        arch = host.architecture,
+        var = host.variant,
+    )
+    .into_bytes();
+    let top = format!(
+        r#"{{"schemaVersion":2,"manifests":[{{"mediaType":"{}","digest":"{}","size":{},"annotations":{{"org.opencontainers.image.ref.name":"example.com/multi:1"}}}}]}}"#,
+        mt::OCI_INDEX,
+        Digest::of(&index),
+        index.len()
+    )
+    .into_bytes();
+    let t = tar_of(&[
+        ("oci-layout", LAYOUT),
+        (&blob_path(&Digest::of(&layer)), &layer),
+        (&blob_path(&Digest::of(&config)), &config),
+        (&blob_path(&Digest::of(&manifest)), &manifest),
+        (&blob_path(&Digest::of(&index)), &index),
+        ("index.json", &top),
+    ]);
+    let mut store = MemoryStore::new();
+    let images = import(&t[..], &mut store, &ImportOptions::default()).expect("import");
+    assert_eq!(images[0].name, "example.com/multi:1");
+    assert_eq!(images[0].target.media_type, mt::OCI_INDEX);
+    let labels = store.labels_of(&Digest::of(&index));
+    assert_eq!(
+        labels["containerd.io/gc.ref.content.m.0"],
+        foreign.to_string()
+    );
+    assert_eq!(
+        labels["containerd.io/gc.ref.content.m.1"],
+        Digest::of(&manifest).to_string()
+    );
+
+    let all = ImportOptions {
+        all_platforms: true,
+        ..Default::default()
+    };
+    let err = import(&t[..], &mut MemoryStore::new(), &all).expect_err("foreign missing");
+    assert_eq!(err.kind(), ErrorKind::NotFound, "{err}");
+
+    let pairs = vec![(images[0].name.clone(), images[0].target.clone())];
+    let mut out = Vec::new();
+    export(&pairs, &mut store, &ExportOptions::default(), &mut out).expect("export");
+    let back =
+        import(&out[..], &mut MemoryStore::new(), &ImportOptions::default()).expect("reimport");
+    assert_eq!(back[0].target.digest, Digest::of(&index));
+}
