@@ -88,11 +88,10 @@ fn open_backends(root: &Path) -> anyhow::Result<Backends> {
 }
 
 /// Two daemons on one root would corrupt it: the second one refuses to start.
-fn lock_root(root: &Path) -> anyhow::Result<fs::File> {
+fn lock_root(root: &Path) -> anyhow::Result<nix::fcntl::Flock<fs::File>> {
     let path = root.join("berthd.lock");
     let file = fs::OpenOptions::new().create(true).truncate(false).write(true).open(&path)?;
     nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock)
-        .map(|locked| locked.relock_forget())
         .map_err(|(_, e)| anyhow::anyhow!("root {} is in use by another berthd ({e})", root.display()))
 }
 

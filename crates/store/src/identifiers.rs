@@ -35,6 +35,21 @@ pub fn validate(id: &str) -> Result<()> {
     Ok(())
 }
 
+/// Longest lease id accepted.
+pub const MAX_LEASE_ID: usize = 255;
+
+/// Lease ids are looser than identifiers: containerd's clients generate them as
+/// `<nanos>-<url-safe base64>` (`568228544-t9k_-Q==`), which the identifier rule refuses. They only
+/// ever live in the database as keys, so any printable ASCII is safe.
+pub fn validate_lease_id(id: &str) -> Result<()> {
+    if id.is_empty() || id.len() > MAX_LEASE_ID || !id.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(Error::InvalidArgument(format!(
+            "lease id {id:?} must be 1 to {MAX_LEASE_ID} printable ASCII characters"
+        )));
+    }
+    Ok(())
+}
+
 fn invalid(id: &str) -> Error {
     Error::InvalidArgument(format!(
         "identifier {id:?} must match ^[A-Za-z0-9]+(?:[._-](?:[A-Za-z0-9]+))*$"

@@ -106,7 +106,7 @@ pub(crate) fn delete_lease(txn: &WriteTransaction, ns: &str, id: &str) -> Result
 
 impl Store {
     pub fn lease_create(&self, ns: &str, id: &str, labels: Labels) -> Result<Lease> {
-        identifiers::validate(id)?;
+        identifiers::validate_lease_id(id)?;
         labels::validate(&labels)?;
         let lease = Lease {
             id: id.to_string(),

@@ -180,6 +180,7 @@ impl Content for Service {
                     expected = msg.expected.clone();
                 }
                 let w = writer.take().expect("writer is returned after every message");
+                let expected = expected.clone();
                 let step = tokio::task::spawn_blocking(move || {
                     let mut w = w;
                     let r = write_step(&mut w, msg, total, &expected);

@@ -1,4 +1,3 @@
-use berth_api::events as ev;
 use berth_api::server::images::images_server::Images;
 use berth_api::services::v1::*;
 use tonic::{Request, Response, Status};
@@ -47,7 +46,7 @@ impl Images for Service {
         self.events.publish(
             &ns,
             "/images/create",
-            &ev::ImageCreate {
+            &ImageCreate {
                 name: created.name.clone(),
                 labels: created.labels.clone(),
             },
@@ -69,7 +68,7 @@ impl Images for Service {
         self.events.publish(
             &ns,
             "/images/update",
-            &ev::ImageUpdate {
+            &ImageUpdate {
                 name: updated.name.clone(),
                 labels: updated.labels.clone(),
             },
@@ -101,7 +100,7 @@ impl Images for Service {
         })
         .await?;
         self.events
-            .publish(&ns, "/images/delete", &ev::ImageDelete { name: req.name });
+            .publish(&ns, "/images/delete", &ImageDelete { name: req.name });
         if req.sync {
             crate::gc::collect(&self.0).await?;
         } else {
