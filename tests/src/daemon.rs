@@ -42,9 +42,15 @@ impl Berthd {
             .append(true)
             .open(self.dir.path().join("berthd.log"))
             .expect("log file");
-        let child = Command::new(berthd_bin())
-            .arg("--config")
-            .arg(self.dir.path().join("config.toml"))
+        let mut cmd = Command::new(berthd_bin());
+        let config = self.dir.path().join("config.toml");
+        if config.exists() {
+            cmd.arg("--config").arg(config);
+        } else {
+            // Never read the machine's /etc/berth/config.toml in a test.
+            cmd.arg("--config").arg("/dev/null");
+        }
+        let child = cmd
             .arg("--root")
             .arg(self.root())
             .arg("--state")
