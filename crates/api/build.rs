@@ -23,24 +23,66 @@ const SERVICES: &[&str] = &[
 
 /// Package prefixes whose messages already exist in `containerd-client`.
 const EXTERN: &[(&str, &str)] = &[
-    (".containerd.types.transfer", "::containerd_client::types::transfer"),
+    (
+        ".containerd.types.transfer",
+        "::containerd_client::types::transfer",
+    ),
     (".containerd.v1.types", "::containerd_client::types::v1"),
     (".containerd.types", "::containerd_client::types"),
     (".containerd.events", "::containerd_client::events"),
     (".google.rpc", "::containerd_client::google::rpc"),
-    (".containerd.services.snapshots.v1", "::containerd_client::services::v1::snapshots"),
-    (".containerd.services.sandbox.v1", "::containerd_client::services::v1::sandbox"),
-    (".containerd.services.containers.v1", "::containerd_client::services::v1"),
-    (".containerd.services.content.v1", "::containerd_client::services::v1"),
-    (".containerd.services.diff.v1", "::containerd_client::services::v1"),
-    (".containerd.services.events.v1", "::containerd_client::services::v1"),
-    (".containerd.services.images.v1", "::containerd_client::services::v1"),
-    (".containerd.services.introspection.v1", "::containerd_client::services::v1"),
-    (".containerd.services.leases.v1", "::containerd_client::services::v1"),
-    (".containerd.services.namespaces.v1", "::containerd_client::services::v1"),
-    (".containerd.services.tasks.v1", "::containerd_client::services::v1"),
-    (".containerd.services.transfer.v1", "::containerd_client::services::v1"),
-    (".containerd.services.version.v1", "::containerd_client::services::v1"),
+    (
+        ".containerd.services.snapshots.v1",
+        "::containerd_client::services::v1::snapshots",
+    ),
+    (
+        ".containerd.services.sandbox.v1",
+        "::containerd_client::services::v1::sandbox",
+    ),
+    (
+        ".containerd.services.containers.v1",
+        "::containerd_client::services::v1",
+    ),
+    (
+        ".containerd.services.content.v1",
+        "::containerd_client::services::v1",
+    ),
+    (
+        ".containerd.services.diff.v1",
+        "::containerd_client::services::v1",
+    ),
+    (
+        ".containerd.services.events.v1",
+        "::containerd_client::services::v1",
+    ),
+    (
+        ".containerd.services.images.v1",
+        "::containerd_client::services::v1",
+    ),
+    (
+        ".containerd.services.introspection.v1",
+        "::containerd_client::services::v1",
+    ),
+    (
+        ".containerd.services.leases.v1",
+        "::containerd_client::services::v1",
+    ),
+    (
+        ".containerd.services.namespaces.v1",
+        "::containerd_client::services::v1",
+    ),
+    (
+        ".containerd.services.tasks.v1",
+        "::containerd_client::services::v1",
+    ),
+    (
+        ".containerd.services.transfer.v1",
+        "::containerd_client::services::v1",
+    ),
+    (
+        ".containerd.services.version.v1",
+        "::containerd_client::services::v1",
+    ),
 ];
 
 fn containerd_client_dir() -> PathBuf {
@@ -56,7 +98,8 @@ fn containerd_client_dir() -> PathBuf {
         "cargo metadata failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let meta: serde_json::Value = serde_json::from_slice(&out.stdout).expect("parse cargo metadata");
+    let meta: serde_json::Value =
+        serde_json::from_slice(&out.stdout).expect("parse cargo metadata");
     let pkg = meta["packages"]
         .as_array()
         .expect("packages")

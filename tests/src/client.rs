@@ -7,7 +7,9 @@ use std::process::Command;
 use containerd_client::services::v1::content_client::ContentClient;
 use containerd_client::services::v1::diff_client::DiffClient;
 use containerd_client::services::v1::snapshots::snapshots_client::SnapshotsClient;
-use containerd_client::services::v1::snapshots::{PrepareSnapshotRequest, RemoveSnapshotRequest, ViewSnapshotRequest};
+use containerd_client::services::v1::snapshots::{
+    PrepareSnapshotRequest, RemoveSnapshotRequest, ViewSnapshotRequest,
+};
 use containerd_client::services::v1::{ApplyRequest, WriteAction, WriteContentRequest};
 use containerd_client::types::{Descriptor, Mount};
 use tonic::transport::Channel;
@@ -15,12 +17,21 @@ use tonic::{Request, Status};
 
 pub fn req<T>(ns: &str, msg: T) -> Request<T> {
     let mut r = Request::new(msg);
-    r.metadata_mut().insert("containerd-namespace", ns.parse().expect("namespace header"));
+    r.metadata_mut().insert(
+        "containerd-namespace",
+        ns.parse().expect("namespace header"),
+    );
     r
 }
 
 /// Writes `data` as one blob through Content.Write, committing with `expected` as the digest.
-pub async fn write_blob(ch: &Channel, ns: &str, reference: &str, data: &[u8], expected: &str) -> Result<(), Status> {
+pub async fn write_blob(
+    ch: &Channel,
+    ns: &str,
+    reference: &str,
+    data: &[u8],
+    expected: &str,
+) -> Result<(), Status> {
     let msgs = vec![
         WriteContentRequest {
             action: WriteAction::Write as i32,
@@ -50,30 +61,50 @@ pub async fn write_blob(ch: &Channel, ns: &str, reference: &str, data: &[u8], ex
             return Ok(());
         }
     }
-    Err(Status::unknown("write stream ended before the commit answer"))
+    Err(Status::unknown(
+        "write stream ended before the commit answer",
+    ))
 }
 
-pub async fn prepare(ch: &Channel, ns: &str, snapshotter: &str, key: &str, parent: &str) -> Result<Vec<Mount>, Status> {
+pub async fn prepare(
+    ch: &Channel,
+    ns: &str,
+    snapshotter: &str,
+    key: &str,
+    parent: &str,
+) -> Result<Vec<Mount>, Status> {
     Ok(SnapshotsClient::new(ch.clone())
-        .prepare(req(ns, PrepareSnapshotRequest {
-            snapshotter: snapshotter.into(),
-            key: key.into(),
-            parent: parent.into(),
-            labels: HashMap::new(),
-        }))
+        .prepare(req(
+            ns,
+            PrepareSnapshotRequest {
+                snapshotter: snapshotter.into(),
+                key: key.into(),
+                parent: parent.into(),
+                labels: HashMap::new(),
+            },
+        ))
         .await?
         .into_inner()
         .mounts)
 }
 
-pub async fn view(ch: &Channel, ns: &str, snapshotter: &str, key: &str, parent: &str) -> Result<Vec<Mount>, Status> {
+pub async fn view(
+    ch: &Channel,
+    ns: &str,
+    snapshotter: &str,
+    key: &str,
+    parent: &str,
+) -> Result<Vec<Mount>, Status> {
     Ok(SnapshotsClient::new(ch.clone())
-        .view(req(ns, ViewSnapshotRequest {
-            snapshotter: snapshotter.into(),
-            key: key.into(),
-            parent: parent.into(),
-            labels: HashMap::new(),
-        }))
+        .view(req(
+            ns,
+            ViewSnapshotRequest {
+                snapshotter: snapshotter.into(),
+                key: key.into(),
+                parent: parent.into(),
+                labels: HashMap::new(),
+            },
+        ))
         .await?
         .into_inner()
         .mounts)
@@ -81,25 +112,37 @@ pub async fn view(ch: &Channel, ns: &str, snapshotter: &str, key: &str, parent: 
 
 pub async fn remove(ch: &Channel, ns: &str, snapshotter: &str, key: &str) -> Result<(), Status> {
     SnapshotsClient::new(ch.clone())
-        .remove(req(ns, RemoveSnapshotRequest {
-            snapshotter: snapshotter.into(),
-            key: key.into(),
-        }))
+        .remove(req(
+            ns,
+            RemoveSnapshotRequest {
+                snapshotter: snapshotter.into(),
+                key: key.into(),
+            },
+        ))
         .await?;
     Ok(())
 }
 
-pub async fn apply(ch: &Channel, ns: &str, desc: Descriptor, mounts: Vec<Mount>) -> Result<Descriptor, Status> {
+pub async fn apply(
+    ch: &Channel,
+    ns: &str,
+    desc: Descriptor,
+    mounts: Vec<Mount>,
+) -> Result<Descriptor, Status> {
     let r = DiffClient::new(ch.clone())
-        .apply(req(ns, ApplyRequest {
-            diff: Some(desc),
-            mounts,
-            payloads: HashMap::new(),
-            sync_fs: false,
-        }))
+        .apply(req(
+            ns,
+            ApplyRequest {
+                diff: Some(desc),
+                mounts,
+                payloads: HashMap::new(),
+                sync_fs: false,
+            },
+        ))
         .await?
         .into_inner();
-    r.applied.ok_or_else(|| Status::unknown("no applied descriptor"))
+    r.applied
+        .ok_or_else(|| Status::unknown("no applied descriptor"))
 }
 
 /// Mounts what a snapshotter returned onto `target` (the way a runtime would), undone on drop.
@@ -113,10 +156,19 @@ impl MountGuard {
         if m.r#type == "bind" {
             cmd.arg("--rbind").arg(&m.source).arg(target);
         } else {
-            cmd.arg("-t").arg(&m.r#type).arg("-o").arg(m.options.join(",")).arg(&m.source).arg(target);
+            cmd.arg("-t")
+                .arg(&m.r#type)
+                .arg("-o")
+                .arg(m.options.join(","))
+                .arg(&m.source)
+                .arg(target);
         }
         let out = cmd.output().expect("run mount");
-        assert!(out.status.success(), "mount {m:?}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "mount {m:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         MountGuard(target.to_path_buf())
     }
 }

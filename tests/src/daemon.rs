@@ -13,7 +13,10 @@ pub struct Berthd {
 
 impl Berthd {
     pub fn start() -> Berthd {
-        let dir = tempfile::Builder::new().prefix("berth-e2e-").tempdir().expect("temp dir");
+        let dir = tempfile::Builder::new()
+            .prefix("berth-e2e-")
+            .tempdir()
+            .expect("temp dir");
         let mut d = Berthd { dir, child: None };
         d.spawn();
         d
@@ -74,7 +77,11 @@ impl Berthd {
             if std::os::unix::net::UnixStream::connect(self.socket()).is_ok() {
                 return;
             }
-            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
                 panic!("berthd exited at start ({status}):\n{}", self.log());
             }
             std::thread::sleep(Duration::from_millis(20));
@@ -145,7 +152,9 @@ impl Berthd {
     }
 
     pub async fn channel(&self) -> tonic::transport::Channel {
-        containerd_client::connect(self.socket()).await.expect("connect to berthd")
+        containerd_client::connect(self.socket())
+            .await
+            .expect("connect to berthd")
     }
 }
 
@@ -173,7 +182,11 @@ impl Drop for Berthd {
         self.kill9();
         unmount_all_under(self.dir.path());
         if std::thread::panicking() {
-            eprintln!("--- berthd log ({}) ---\n{}", self.dir.path().display(), self.log());
+            eprintln!(
+                "--- berthd log ({}) ---\n{}",
+                self.dir.path().display(),
+                self.log()
+            );
         }
     }
 }

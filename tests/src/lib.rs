@@ -27,13 +27,21 @@ pub fn bin_dir() -> PathBuf {
 
 pub fn berthd_bin() -> PathBuf {
     let p = bin_dir().join("berthd");
-    assert!(p.exists(), "{} is missing: run `cargo build --workspace --bins` first", p.display());
+    assert!(
+        p.exists(),
+        "{} is missing: run `cargo build --workspace --bins` first",
+        p.display()
+    );
     p
 }
 
 pub fn berth_bin() -> PathBuf {
     let p = bin_dir().join("berth");
-    assert!(p.exists(), "{} is missing: run `cargo build --workspace --bins` first", p.display());
+    assert!(
+        p.exists(),
+        "{} is missing: run `cargo build --workspace --bins` first",
+        p.display()
+    );
     p
 }
 
@@ -44,18 +52,30 @@ pub fn test_images() -> PathBuf {
     let marker = dir.join("busybox-oci.tar");
     std::fs::create_dir_all(&dir).expect("create test image dir");
     let lock = std::fs::File::create(dir.join(".lock")).expect("lock file");
-    let _lock = nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusive).expect("lock test images");
+    let _lock = nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusive)
+        .expect("lock test images");
     if !marker.exists() {
         let script = repo_root().join("../shared/testimages/make-test-images.sh");
-        let out = Command::new("sh").arg(&script).arg(&dir).output().expect("run make-test-images.sh");
-        assert!(out.status.success(), "make-test-images.sh failed: {}", String::from_utf8_lossy(&out.stderr));
+        let out = Command::new("sh")
+            .arg(&script)
+            .arg(&dir)
+            .output()
+            .expect("run make-test-images.sh");
+        assert!(
+            out.status.success(),
+            "make-test-images.sh failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     dir
 }
 
 /// The checkout's top directory.
 pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ sits in the repo").to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ sits in the repo")
+        .to_path_buf()
 }
 
 /// The manifests named in an OCI layout's index.json: (ref name annotation, digest).
@@ -68,7 +88,10 @@ pub fn oci_index_refs(layout: &Path) -> Vec<(String, String)> {
         .iter()
         .map(|m| {
             (
-                m["annotations"]["org.opencontainers.image.ref.name"].as_str().unwrap_or_default().to_string(),
+                m["annotations"]["org.opencontainers.image.ref.name"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
                 m["digest"].as_str().expect("digest").to_string(),
             )
         })
@@ -84,7 +107,13 @@ pub struct Run {
 
 impl Run {
     pub fn ok(self) -> Run {
-        assert_eq!(self.code, Some(0), "command failed:\nstdout: {}\nstderr: {}", self.stdout, self.stderr);
+        assert_eq!(
+            self.code,
+            Some(0),
+            "command failed:\nstdout: {}\nstderr: {}",
+            self.stdout,
+            self.stderr
+        );
         self
     }
 }
@@ -114,5 +143,8 @@ pub fn chain_id(diff_ids: &[String]) -> String {
 }
 
 pub fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio runtime")
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
 }

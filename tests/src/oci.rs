@@ -24,12 +24,15 @@ pub fn layer_tar(entries: &[Entry]) -> Vec<u8> {
     let mut b = tar::Builder::new(Vec::new());
     for e in entries {
         let mut h = tar::Header::new_gnu();
-        let (name, kind, data, mode, link): (&str, tar::EntryType, &[u8], u32, Option<&str>) = match e {
-            Entry::Dir(n) => (n, tar::EntryType::Directory, &[], 0o755, None),
-            Entry::File(n, d, m) => (n.as_str(), tar::EntryType::Regular, d.as_slice(), *m, None),
-            Entry::Symlink(n, t) => (n, tar::EntryType::Symlink, &[], 0o777, Some(*t)),
-            Entry::Hardlink(n, t) => (n, tar::EntryType::Link, &[], 0o644, Some(*t)),
-        };
+        let (name, kind, data, mode, link): (&str, tar::EntryType, &[u8], u32, Option<&str>) =
+            match e {
+                Entry::Dir(n) => (n, tar::EntryType::Directory, &[], 0o755, None),
+                Entry::File(n, d, m) => {
+                    (n.as_str(), tar::EntryType::Regular, d.as_slice(), *m, None)
+                }
+                Entry::Symlink(n, t) => (n, tar::EntryType::Symlink, &[], 0o777, Some(*t)),
+                Entry::Hardlink(n, t) => (n, tar::EntryType::Link, &[], 0o644, Some(*t)),
+            };
         // Raw header fields: the tar crate's path setters refuse `..`, which hostile tests need.
         let raw = &mut h.as_old_mut().name;
         raw.fill(0);
@@ -86,12 +89,19 @@ pub struct Image {
 impl Image {
     /// Layers given as (media type, uncompressed tar); gzip media types get compressed here.
     pub fn new(name: &str, layers: Vec<(&str, Vec<u8>)>) -> Image {
-        let diff_ids: Vec<String> = layers.iter().map(|(_, t)| format!("sha256:{}", sha256_hex(t))).collect();
+        let diff_ids: Vec<String> = layers
+            .iter()
+            .map(|(_, t)| format!("sha256:{}", sha256_hex(t)))
+            .collect();
         let layers: Vec<Blob> = layers
             .into_iter()
             .map(|(mt, tar)| Blob {
                 media_type: mt.to_string(),
-                data: if mt.ends_with("gzip") { gzip(&tar) } else { tar },
+                data: if mt.ends_with("gzip") {
+                    gzip(&tar)
+                } else {
+                    tar
+                },
             })
             .collect();
         let config = Blob {
@@ -143,7 +153,11 @@ pub fn layout_tar(images: &[Image], skip: &[String]) -> Vec<u8> {
             d
         }).collect::<Vec<_>>(),
     });
-    layout_tar_with_index(images, &serde_json::to_vec(&index).expect("index json"), skip)
+    layout_tar_with_index(
+        images,
+        &serde_json::to_vec(&index).expect("index json"),
+        skip,
+    )
 }
 
 pub fn layout_tar_with_index(images: &[Image], index: &[u8], skip: &[String]) -> Vec<u8> {
@@ -165,7 +179,10 @@ pub fn layout_tar_with_index(images: &[Image], index: &[u8], skip: &[String]) ->
             if skip.contains(&d) || !seen.insert(d.clone()) {
                 continue;
             }
-            add(&format!("blobs/sha256/{}", &d["sha256:".len()..]), &blob.data);
+            add(
+                &format!("blobs/sha256/{}", &d["sha256:".len()..]),
+                &blob.data,
+            );
         }
     }
     b.into_inner().expect("finish layout tar")

@@ -22,7 +22,9 @@ fn noise(len: usize, mut seed: u64) -> Vec<u8> {
 }
 
 fn ingest_bytes(root: &Path) -> u64 {
-    let Ok(rd) = std::fs::read_dir(root.join("content/ingest")) else { return 0 };
+    let Ok(rd) = std::fs::read_dir(root.join("content/ingest")) else {
+        return 0;
+    };
     rd.flatten()
         .filter_map(|e| std::fs::metadata(e.path().join("data")).ok())
         .map(|m| m.len())
@@ -35,7 +37,11 @@ fn verify_blobs(root: &Path) -> usize {
     for e in std::fs::read_dir(&dir).expect("blobs dir").flatten() {
         let name = e.file_name().to_string_lossy().into_owned();
         let data = std::fs::read(e.path()).expect("read blob");
-        assert_eq!(sha256_hex(&data), name, "blob {name} does not match its digest");
+        assert_eq!(
+            sha256_hex(&data),
+            name,
+            "blob {name} does not match its digest"
+        );
         n += 1;
     }
     n
@@ -44,7 +50,16 @@ fn verify_blobs(root: &Path) -> usize {
 #[test]
 fn sigkill_mid_import_leaves_nothing_half_done() {
     let layers = (0..3u64)
-        .map(|i| (oci::LAYER_TAR, oci::layer_tar(&[Entry::File(format!("data{i}"), noise(64 << 20, i + 1), 0o644)])))
+        .map(|i| {
+            (
+                oci::LAYER_TAR,
+                oci::layer_tar(&[Entry::File(
+                    format!("data{i}"),
+                    noise(64 << 20, i + 1),
+                    0o644,
+                )]),
+            )
+        })
         .collect();
     let img = oci::Image::new("example.com/big/image:1", layers);
     let dir = tempfile::tempdir().expect("tmp");
@@ -65,20 +80,37 @@ fn sigkill_mid_import_leaves_nothing_half_done() {
     let deadline = Instant::now() + Duration::from_secs(60);
     while ingest_bytes(&d.root()) < (8 << 20) {
         assert!(Instant::now() < deadline, "import never started writing");
-        assert!(ctr.try_wait().expect("poll ctr").is_none(), "import finished before it could be interrupted");
+        assert!(
+            ctr.try_wait().expect("poll ctr").is_none(),
+            "import finished before it could be interrupted"
+        );
         std::thread::sleep(Duration::from_millis(5));
     }
     d.kill9();
     let status = ctr.wait().expect("ctr exits");
-    assert!(!status.success(), "ctr import succeeded although berthd was killed");
+    assert!(
+        !status.success(),
+        "ctr import succeeded although berthd was killed"
+    );
 
     d.spawn();
     let ls = d.ctr("default", &["images", "ls", "-q"]).ok();
-    assert!(ls.stdout.trim().is_empty(), "half-imported image listed: {}", ls.stdout);
+    assert!(
+        ls.stdout.trim().is_empty(),
+        "half-imported image listed: {}",
+        ls.stdout
+    );
     verify_blobs(&d.root());
 
-    d.ctr("default", &["images", "import", tar.to_str().expect("path")]).ok();
+    d.ctr(
+        "default",
+        &["images", "import", tar.to_str().expect("path")],
+    )
+    .ok();
     let ls = d.ctr("default", &["images", "ls", "-q"]).ok();
     assert_eq!(ls.stdout.trim(), "example.com/big/image:1");
-    assert!(verify_blobs(&d.root()) >= 5, "layers, config and manifest stored");
+    assert!(
+        verify_blobs(&d.root()) >= 5,
+        "layers, config and manifest stored"
+    );
 }

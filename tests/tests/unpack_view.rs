@@ -12,11 +12,25 @@ use berth_tests::{chain_id, oci_index_refs, runtime, sha256_hex, test_images, Be
 fn busybox_snapshot_has_busybox_binary() {
     let images = test_images();
     let d = Berthd::start();
-    d.ctr("default", &["images", "import", images.join("busybox-oci.tar").to_str().expect("path")]).ok();
+    d.ctr(
+        "default",
+        &[
+            "images",
+            "import",
+            images.join("busybox-oci.tar").to_str().expect("path"),
+        ],
+    )
+    .ok();
     let layout = images.join("oci");
-    let (_, digest) = oci_index_refs(&layout).into_iter().find(|(n, _)| n == "busybox").expect("busybox");
+    let (_, digest) = oci_index_refs(&layout)
+        .into_iter()
+        .find(|(n, _)| n == "busybox")
+        .expect("busybox");
     let read = |d: &str| -> serde_json::Value {
-        serde_json::from_slice(&std::fs::read(layout.join("blobs/sha256").join(&d[7..])).expect("blob")).expect("json")
+        serde_json::from_slice(
+            &std::fs::read(layout.join("blobs/sha256").join(&d[7..])).expect("blob"),
+        )
+        .expect("json")
     };
     let manifest = read(&digest);
     let config = read(manifest["config"]["digest"].as_str().expect("config"));
@@ -30,7 +44,15 @@ fn busybox_snapshot_has_busybox_binary() {
 
     let rt = runtime();
     let ch = rt.block_on(d.channel());
-    let mounts = rt.block_on(client::view(&ch, "default", "overlayfs", "check-busybox", &top)).expect("view");
+    let mounts = rt
+        .block_on(client::view(
+            &ch,
+            "default",
+            "overlayfs",
+            "check-busybox",
+            &top,
+        ))
+        .expect("view");
     let target = tempfile::tempdir().expect("mount point");
     let _m = MountGuard::mount(&mounts, target.path());
     let meta = std::fs::symlink_metadata(target.path().join("bin/busybox")).expect("bin/busybox");
@@ -62,13 +84,16 @@ fn whiteout_image() -> oci::Image {
         oci::file("opq/new", b"new"),
         oci::file("added", b"added"),
     ]);
-    oci::Image::new("example.com/test/whiteouts:1", vec![(oci::LAYER_GZIP, base), (oci::LAYER_TAR, top)])
+    oci::Image::new(
+        "example.com/test/whiteouts:1",
+        vec![(oci::LAYER_GZIP, base), (oci::LAYER_TAR, top)],
+    )
 }
 
 fn check_merged_view(snapshotter: &str) {
     let img = whiteout_image();
-    let diff_ids: Vec<String> = serde_json::from_slice::<serde_json::Value>(&img.config.data).expect("config")
-        ["rootfs"]["diff_ids"]
+    let diff_ids: Vec<String> = serde_json::from_slice::<serde_json::Value>(&img.config.data)
+        .expect("config")["rootfs"]["diff_ids"]
         .as_array()
         .expect("diff ids")
         .iter()
@@ -79,24 +104,50 @@ fn check_merged_view(snapshotter: &str) {
     std::fs::write(&tar, oci::layout_tar(&[img], &[])).expect("write tar");
 
     let d = Berthd::start();
-    d.ctr("default", &["images", "import", "--snapshotter", snapshotter, tar.to_str().expect("path")]).ok();
+    d.ctr(
+        "default",
+        &[
+            "images",
+            "import",
+            "--snapshotter",
+            snapshotter,
+            tar.to_str().expect("path"),
+        ],
+    )
+    .ok();
     let rt = runtime();
     let ch = rt.block_on(d.channel());
     let mounts = rt
-        .block_on(client::view(&ch, "default", snapshotter, "merged", &chain_id(&diff_ids)))
+        .block_on(client::view(
+            &ch,
+            "default",
+            snapshotter,
+            "merged",
+            &chain_id(&diff_ids),
+        ))
         .expect("view");
     let target = dir.path().join("mnt");
     std::fs::create_dir(&target).expect("mkdir");
     let _m = MountGuard::mount(&mounts, &target);
     let t = |p: &str| target.join(p);
     assert_eq!(std::fs::read(t("etc/keep")).expect("keep"), b"kept");
-    assert!(!t("etc/gone").exists() && std::fs::symlink_metadata(t("etc/gone")).is_err(), "whiteout not applied");
+    assert!(
+        !t("etc/gone").exists() && std::fs::symlink_metadata(t("etc/gone")).is_err(),
+        "whiteout not applied"
+    );
     assert!(!t("etc/.wh.gone").exists(), "whiteout marker visible");
-    assert!(!t("opq/old").exists() && !t("opq/sub").exists(), "opaque dir still shows the lower layer");
+    assert!(
+        !t("opq/old").exists() && !t("opq/sub").exists(),
+        "opaque dir still shows the lower layer"
+    );
     assert!(!t("opq/.wh..wh..opq").exists(), "opaque marker visible");
     assert_eq!(std::fs::read(t("opq/new")).expect("new"), b"new");
     assert_eq!(std::fs::read(t("added")).expect("added"), b"added");
-    let mode = std::fs::metadata(t("bin-tool")).expect("tool").permissions().mode() & 0o7777;
+    let mode = std::fs::metadata(t("bin-tool"))
+        .expect("tool")
+        .permissions()
+        .mode()
+        & 0o7777;
     assert_eq!(mode, 0o4755, "setuid bit kept");
     let listing: Vec<String> = std::fs::read_dir(t("opq"))
         .expect("opq")
@@ -123,15 +174,20 @@ fn applied_layer_reports_its_diff_id() {
     let d = Berthd::start();
     let rt = runtime();
     let ch = rt.block_on(d.channel());
-    rt.block_on(client::write_blob(&ch, "default", "layer-1", &gz, &digest)).expect("write");
-    let mounts = rt.block_on(client::prepare(&ch, "default", "overlayfs", "apply-1", "")).expect("prepare");
+    rt.block_on(client::write_blob(&ch, "default", "layer-1", &gz, &digest))
+        .expect("write");
+    let mounts = rt
+        .block_on(client::prepare(&ch, "default", "overlayfs", "apply-1", ""))
+        .expect("prepare");
     let desc = containerd_client::types::Descriptor {
         media_type: oci::LAYER_GZIP.into(),
         digest,
         size: gz.len() as i64,
         annotations: Default::default(),
     };
-    let applied = rt.block_on(client::apply(&ch, "default", desc, mounts)).expect("apply");
+    let applied = rt
+        .block_on(client::apply(&ch, "default", desc, mounts))
+        .expect("apply");
     assert_eq!(applied.digest, format!("sha256:{}", sha256_hex(&tar)));
     assert_eq!(applied.size, tar.len() as i64);
 }

@@ -90,7 +90,10 @@ impl Default for CriConfig {
             stream_server_address: "127.0.0.1".into(),
             stream_server_port: 0,
             cni: CniConfig::default(),
-            runtimes: BTreeMap::from([("runc".into(), runtime("runc")), ("crun".into(), runtime("crun"))]),
+            runtimes: BTreeMap::from([
+                ("runc".into(), runtime("runc")),
+                ("crun".into(), runtime("crun")),
+            ]),
         }
     }
 }
@@ -108,8 +111,12 @@ impl Config {
     /// Reads `path`; a missing file is only an error when the operator named it explicitly.
     pub fn load(path: &Path, explicit: bool) -> anyhow::Result<Config> {
         match std::fs::read_to_string(path) {
-            Ok(text) => toml::from_str(&text).with_context(|| format!("parse config {}", path.display())),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !explicit => Ok(Config::default()),
+            Ok(text) => {
+                toml::from_str(&text).with_context(|| format!("parse config {}", path.display()))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !explicit => {
+                Ok(Config::default())
+            }
             Err(e) => Err(e).with_context(|| format!("read config {}", path.display())),
         }
     }
@@ -126,8 +133,19 @@ mod tests {
     #[test]
     fn default_round_trips_and_keeps_design_keys() {
         let text = Config::default().to_toml().expect("serialise");
-        for key in ["root = ", "state = ", "address = ", "[registry]", "config_path", "[cri]", "sandbox_image",
-            "[cri.cni]", "bin_dirs", "[cri.runtimes.runc]", "runtime_type"] {
+        for key in [
+            "root = ",
+            "state = ",
+            "address = ",
+            "[registry]",
+            "config_path",
+            "[cri]",
+            "sandbox_image",
+            "[cri.cni]",
+            "bin_dirs",
+            "[cri.runtimes.runc]",
+            "runtime_type",
+        ] {
             assert!(text.contains(key), "default config lacks {key}:\n{text}");
         }
         let back: Config = toml::from_str(&text).expect("parse default");
@@ -136,7 +154,8 @@ mod tests {
 
     #[test]
     fn partial_file_keeps_defaults_and_unknown_keys_fail() {
-        let c: Config = toml::from_str("root = \"/tmp/x\"\n[cri]\nenabled = false\n").expect("parse");
+        let c: Config =
+            toml::from_str("root = \"/tmp/x\"\n[cri]\nenabled = false\n").expect("parse");
         assert_eq!(c.root, PathBuf::from("/tmp/x"));
         assert_eq!(c.state, PathBuf::from("/run/berth"));
         assert!(!c.cri.enabled);

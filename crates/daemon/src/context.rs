@@ -10,7 +10,11 @@ pub fn namespace<T>(req: &Request<T>) -> Result<String, Status> {
     let ns = req
         .metadata()
         .get(NAMESPACE_HEADER)
-        .ok_or_else(|| Status::failed_precondition("namespace is required: set the containerd-namespace header"))?
+        .ok_or_else(|| {
+            Status::failed_precondition(
+                "namespace is required: set the containerd-namespace header",
+            )
+        })?
         .to_str()
         .map_err(|_| Status::invalid_argument("namespace header is not valid text"))?;
     berth_store::identifiers::validate(ns)
@@ -23,7 +27,9 @@ pub fn lease<T>(req: &Request<T>) -> Result<Option<String>, Status> {
     match req.metadata().get(LEASE_HEADER) {
         None => Ok(None),
         Some(v) => {
-            let id = v.to_str().map_err(|_| Status::invalid_argument("lease header is not valid text"))?;
+            let id = v
+                .to_str()
+                .map_err(|_| Status::invalid_argument("lease header is not valid text"))?;
             Ok((!id.is_empty()).then(|| id.to_string()))
         }
     }

@@ -11,7 +11,8 @@ pub fn ts(t: SystemTime) -> Option<Timestamp> {
 }
 
 pub fn from_ts(t: Option<Timestamp>) -> SystemTime {
-    t.and_then(|t| SystemTime::try_from(t).ok()).unwrap_or_else(SystemTime::now)
+    t.and_then(|t| SystemTime::try_from(t).ok())
+        .unwrap_or_else(SystemTime::now)
 }
 
 pub fn paths(mask: Option<prost_types::FieldMask>) -> Vec<String> {

@@ -19,16 +19,18 @@ pub struct Daemon {
     pub gc: Gc,
     pub uuid: String,
     pub root: PathBuf,
-    pub state: PathBuf,
 }
 
 impl Daemon {
     pub fn snapshotter(&self, name: &str) -> Result<Arc<dyn Snapshotter>, Status> {
-        let name = if name.is_empty() { &self.default_snapshotter } else { name };
-        self.snapshotters
-            .get(name)
-            .cloned()
-            .ok_or_else(|| Status::invalid_argument(format!("snapshotter {name:?} is not configured")))
+        let name = if name.is_empty() {
+            &self.default_snapshotter
+        } else {
+            name
+        };
+        self.snapshotters.get(name).cloned().ok_or_else(|| {
+            Status::invalid_argument(format!("snapshotter {name:?} is not configured"))
+        })
     }
 }
 
@@ -38,7 +40,9 @@ where
     F: FnOnce() -> Result<T, Status> + Send + 'static,
     T: Send + 'static,
 {
-    tokio::task::spawn_blocking(f).await.map_err(crate::status::from_join)?
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(crate::status::from_join)?
 }
 
 /// A snapshot key as the backend sees it: namespaces share one backend, so keys carry theirs.

@@ -22,7 +22,12 @@ impl Default for Exchange {
 }
 
 impl Exchange {
-    pub fn publish<M: prost::Message + prost::Name>(&self, namespace: &str, topic: &str, event: &M) {
+    pub fn publish<M: prost::Message + prost::Name>(
+        &self,
+        namespace: &str,
+        topic: &str,
+        event: &M,
+    ) {
         self.forward(Envelope {
             timestamp: Some(SystemTime::now().into()),
             namespace: namespace.to_string(),
@@ -54,13 +59,17 @@ impl Exchange {
 pub fn validate_topic(topic: &str) -> Result<(), tonic::Status> {
     let ok = topic.len() <= 255
         && topic.starts_with('/')
-        && topic[1..]
-            .split('/')
-            .all(|c| !c.is_empty() && c.chars().all(|ch| ch.is_ascii_alphanumeric() || "-_.".contains(ch)));
+        && topic[1..].split('/').all(|c| {
+            !c.is_empty()
+                && c.chars()
+                    .all(|ch| ch.is_ascii_alphanumeric() || "-_.".contains(ch))
+        });
     if ok {
         Ok(())
     } else {
-        Err(tonic::Status::invalid_argument(format!("invalid topic {topic:?}")))
+        Err(tonic::Status::invalid_argument(format!(
+            "invalid topic {topic:?}"
+        )))
     }
 }
 

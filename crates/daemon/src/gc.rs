@@ -20,7 +20,7 @@ pub struct Gc {
     delay: Duration,
 }
 
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct Report {
     pub content: usize,
     pub blobs: usize,
@@ -52,7 +52,12 @@ pub async fn collect(daemon: &Arc<Daemon>) -> Result<Report, Status> {
     let _exclusive = daemon.gc.lock.write().await;
     let d = daemon.clone();
     let report = blocking(move || sweep(&d)).await?;
-    tracing::debug!(?report, "garbage collection done");
+    tracing::debug!(
+        content = report.content,
+        blobs = report.blobs,
+        snapshots = report.snapshots,
+        "garbage collection done"
+    );
     Ok(report)
 }
 
@@ -101,7 +106,9 @@ fn sweep(d: &Daemon) -> Result<Report, Status> {
         };
         match sn.remove(&backend_key(&node.ns, &node.key)) {
             Ok(()) => report.snapshots += 1,
-            Err(e) => tracing::warn!(ns = %node.ns, key = %node.key, error = %e, "gc: snapshot not removed"),
+            Err(e) => {
+                tracing::warn!(ns = %node.ns, key = %node.key, error = %e, "gc: snapshot not removed")
+            }
         }
     }
     Ok(report)

@@ -15,7 +15,11 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "berthd", version, about = "berth container runtime daemon (containerd-compatible API)")]
+#[command(
+    name = "berthd",
+    version,
+    about = "berth container runtime daemon (containerd-compatible API)"
+)]
 struct Cli {
     /// Config file (TOML; every key optional).
     #[arg(long, short = 'c', default_value = "/etc/berth/config.toml")]
@@ -55,7 +59,8 @@ enum ConfigAction {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let explicit = std::env::args().any(|a| a == "--config" || a == "-c" || a.starts_with("--config="));
+    let explicit =
+        std::env::args().any(|a| a == "--config" || a == "-c" || a.starts_with("--config="));
     let mut cfg = config::Config::load(&cli.config, explicit)?;
     if let Some(r) = cli.root {
         cfg.root = r;
@@ -67,11 +72,15 @@ fn main() -> anyhow::Result<()> {
         cfg.address = a;
     }
     match cli.command {
-        Some(Command::Config { action: ConfigAction::Default }) => {
+        Some(Command::Config {
+            action: ConfigAction::Default,
+        }) => {
             print!("{}", config::Config::default().to_toml()?);
             return Ok(());
         }
-        Some(Command::Config { action: ConfigAction::Dump }) => {
+        Some(Command::Config {
+            action: ConfigAction::Dump,
+        }) => {
             print!("{}", cfg.to_toml()?);
             return Ok(());
         }

@@ -41,10 +41,13 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         gc: Gc::new(Duration::from_millis(cfg.gc_delay_ms)),
         uuid: server_uuid(&cfg.root)?,
         root: cfg.root.clone(),
-        state: cfg.state.clone(),
     });
     if !daemon.snapshotters.contains_key(&cfg.snapshotter) {
-        bail!("default snapshotter {:?} is not one of {:?}", cfg.snapshotter, daemon.snapshotters.keys());
+        bail!(
+            "default snapshotter {:?} is not one of {:?}",
+            cfg.snapshotter,
+            daemon.snapshotters.keys()
+        );
     }
     crate::gc::spawn_collector(daemon.clone());
     // Whatever a crash left unreferenced goes now.
@@ -54,18 +57,32 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     tracing::info!(address = %cfg.address.display(), root = %cfg.root.display(), "berthd serving");
     let svc = Service(daemon.clone());
     let result = tonic::transport::Server::builder()
-        .add_service(srv::version::version_server::VersionServer::new(svc.clone()))
-        .add_service(srv::namespaces::namespaces_server::NamespacesServer::new(svc.clone()))
-        .add_service(srv::introspection::introspection_server::IntrospectionServer::new(svc.clone()))
-        .add_service(srv::events::events_server::EventsServer::new(svc.clone()).max_decoding_message_size(MAX_MESSAGE))
+        .add_service(srv::version::version_server::VersionServer::new(
+            svc.clone(),
+        ))
+        .add_service(srv::namespaces::namespaces_server::NamespacesServer::new(
+            svc.clone(),
+        ))
+        .add_service(
+            srv::introspection::introspection_server::IntrospectionServer::new(svc.clone()),
+        )
+        .add_service(
+            srv::events::events_server::EventsServer::new(svc.clone())
+                .max_decoding_message_size(MAX_MESSAGE),
+        )
         .add_service(srv::leases::leases_server::LeasesServer::new(svc.clone()))
-        .add_service(srv::images::images_server::ImagesServer::new(svc.clone()).max_decoding_message_size(MAX_MESSAGE))
+        .add_service(
+            srv::images::images_server::ImagesServer::new(svc.clone())
+                .max_decoding_message_size(MAX_MESSAGE),
+        )
         .add_service(
             srv::content::content_server::ContentServer::new(svc.clone())
                 .max_decoding_message_size(MAX_MESSAGE)
                 .max_encoding_message_size(MAX_MESSAGE),
         )
-        .add_service(srv::snapshots::snapshots_server::SnapshotsServer::new(svc.clone()))
+        .add_service(srv::snapshots::snapshots_server::SnapshotsServer::new(
+            svc.clone(),
+        ))
         .add_service(srv::diff::diff_server::DiffServer::new(svc.clone()))
         .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown_signal())
         .await;
@@ -74,15 +91,20 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     result.context("serve gRPC")
 }
 
-type Backends = (Arc<berth_store::Store>, BTreeMap<String, Arc<dyn Snapshotter>>);
+type Backends = (
+    Arc<berth_store::Store>,
+    BTreeMap<String, Arc<dyn Snapshotter>>,
+);
 
 fn open_backends(root: &Path) -> anyhow::Result<Backends> {
     let store = berth_store::Store::open(root).context("open metadata and content store")?;
     let snaps = root.join("snapshots");
     let mut snapshotters: BTreeMap<String, Arc<dyn Snapshotter>> = BTreeMap::new();
-    let overlay = berth_snapshot::open_overlay(&snaps.join("overlayfs")).context("open overlayfs snapshotter")?;
+    let overlay = berth_snapshot::open_overlay(&snaps.join("overlayfs"))
+        .context("open overlayfs snapshotter")?;
     snapshotters.insert("overlayfs".into(), Arc::new(overlay));
-    let native = berth_snapshot::open_native(&snaps.join("native")).context("open native snapshotter")?;
+    let native =
+        berth_snapshot::open_native(&snaps.join("native")).context("open native snapshotter")?;
     snapshotters.insert("native".into(), Arc::new(native));
     Ok((Arc::new(store), snapshotters))
 }
@@ -90,9 +112,14 @@ fn open_backends(root: &Path) -> anyhow::Result<Backends> {
 /// Two daemons on one root would corrupt it: the second one refuses to start.
 fn lock_root(root: &Path) -> anyhow::Result<nix::fcntl::Flock<fs::File>> {
     let path = root.join("berthd.lock");
-    let file = fs::OpenOptions::new().create(true).truncate(false).write(true).open(&path)?;
-    nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock)
-        .map_err(|(_, e)| anyhow::anyhow!("root {} is in use by another berthd ({e})", root.display()))
+    let file = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)?;
+    nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock).map_err(|(_, e)| {
+        anyhow::anyhow!("root {} is in use by another berthd ({e})", root.display())
+    })
 }
 
 /// The server's identity survives restarts: created once, atomically, under the root.
@@ -121,15 +148,20 @@ fn bind(address: &PathBuf) -> anyhow::Result<UnixListener> {
         if std::os::unix::net::UnixStream::connect(address).is_ok() {
             bail!("{} is already served by another process", address.display());
         }
-        fs::remove_file(address).with_context(|| format!("remove stale socket {}", address.display()))?;
+        fs::remove_file(address)
+            .with_context(|| format!("remove stale socket {}", address.display()))?;
     }
-    let listener = UnixListener::bind(address).with_context(|| format!("listen on {}", address.display()))?;
+    let listener =
+        UnixListener::bind(address).with_context(|| format!("listen on {}", address.display()))?;
     fs::set_permissions(address, fs::Permissions::from_mode(0o660))?;
     Ok(listener)
 }
 
 async fn shutdown_signal() {
-    let (mut term, mut int) = match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+    let (mut term, mut int) = match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
         (Ok(t), Ok(i)) => (t, i),
         _ => return std::future::pending().await,
     };

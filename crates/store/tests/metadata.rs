@@ -438,7 +438,8 @@ fn lease_crud_and_resources() {
     // containerd clients name leases `<nanos>-<url-safe base64>`: ctr's import failed on this.
     s.lease_create("default", "568228544-t9k_-Q==", Labels::new())
         .expect("ctr-style lease id");
-    s.lease_delete("default", "568228544-t9k_-Q==").expect("delete ctr-style lease");
+    s.lease_delete("default", "568228544-t9k_-Q==")
+        .expect("delete ctr-style lease");
     s.lease_create("default", "other", Labels::new())
         .expect("other");
     let ids: Vec<String> = s

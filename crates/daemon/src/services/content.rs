@@ -32,14 +32,24 @@ impl Content for Service {
         }))
     }
 
-    async fn update(&self, req: Request<UpdateRequest>) -> Result<Response<UpdateResponse>, Status> {
+    async fn update(
+        &self,
+        req: Request<UpdateRequest>,
+    ) -> Result<Response<UpdateResponse>, Status> {
         let ns = context::namespace(&req)?;
         let req = req.into_inner();
-        let info = req.info.ok_or_else(|| Status::invalid_argument("info is required"))?;
+        let info = req
+            .info
+            .ok_or_else(|| Status::invalid_argument("info is required"))?;
         let fields = paths(req.update_mask);
         let s = self.clone();
         let _hold = self.gc.hold().await;
-        let info = blocking(move || s.store.content_update(&ns, content_from_pb(info), &fields).status()).await?;
+        let info = blocking(move || {
+            s.store
+                .content_update(&ns, content_from_pb(info), &fields)
+                .status()
+        })
+        .await?;
         // Dropped gc.ref labels may have made children garbage.
         self.gc.schedule();
         Ok(Response::new(UpdateResponse {
@@ -49,7 +59,10 @@ impl Content for Service {
 
     type ListStream = BoxStream<ListContentResponse>;
 
-    async fn list(&self, req: Request<ListContentRequest>) -> Result<Response<Self::ListStream>, Status> {
+    async fn list(
+        &self,
+        req: Request<ListContentRequest>,
+    ) -> Result<Response<Self::ListStream>, Status> {
         let ns = context::namespace(&req)?;
         let filter = berth_store::filters::parse(&req.into_inner().filters).status()?;
         let s = self.clone();
@@ -72,26 +85,40 @@ impl Content for Service {
         let s = self.clone();
         let (ns2, d2) = (ns.clone(), digest.clone());
         blocking(move || s.store.content_delete(&ns2, &d2).status()).await?;
-        self.events.publish(&ns, "/content/delete", &ev::ContentDelete { digest });
+        self.events
+            .publish(&ns, "/content/delete", &ev::ContentDelete { digest });
         self.gc.schedule();
         Ok(Response::new(()))
     }
 
     type ReadStream = BoxStream<ReadContentResponse>;
 
-    async fn read(&self, req: Request<ReadContentRequest>) -> Result<Response<Self::ReadStream>, Status> {
+    async fn read(
+        &self,
+        req: Request<ReadContentRequest>,
+    ) -> Result<Response<Self::ReadStream>, Status> {
         let ns = context::namespace(&req)?;
         let req = req.into_inner();
         if req.offset < 0 || req.size < 0 {
-            return Err(Status::invalid_argument("offset and size must not be negative"));
+            return Err(Status::invalid_argument(
+                "offset and size must not be negative",
+            ));
         }
         let s = self.clone();
         let digest = req.digest.clone();
-        let (mut file, size) = blocking(move || s.store.content_open(&ns, &digest).status()).await?;
+        let (mut file, size) =
+            blocking(move || s.store.content_open(&ns, &digest).status()).await?;
         if req.offset > size {
-            return Err(Status::out_of_range(format!("offset {} is past the end ({size})", req.offset)));
+            return Err(Status::out_of_range(format!(
+                "offset {} is past the end ({size})",
+                req.offset
+            )));
         }
-        let end = if req.size == 0 { size } else { size.min(req.offset + req.size) };
+        let end = if req.size == 0 {
+            size
+        } else {
+            size.min(req.offset + req.size)
+        };
         let (tx, rx) = mpsc::channel(4);
         tokio::task::spawn_blocking(move || {
             let mut offset = req.offset;
@@ -106,7 +133,10 @@ impl Content for Service {
                     let _ = tx.blocking_send(Err(Status::internal(format!("read: {e}"))));
                     return;
                 }
-                if tx.blocking_send(Ok(ReadContentResponse { offset, data })).is_err() {
+                if tx
+                    .blocking_send(Ok(ReadContentResponse { offset, data }))
+                    .is_err()
+                {
                     return; // the client went away
                 }
                 offset += n as i64;
@@ -115,7 +145,10 @@ impl Content for Service {
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 
-    async fn status(&self, req: Request<StatusRequest>) -> Result<Response<StatusResponse>, Status> {
+    async fn status(
+        &self,
+        req: Request<StatusRequest>,
+    ) -> Result<Response<StatusResponse>, Status> {
         let ns = context::namespace(&req)?;
         let r = req.into_inner().r#ref;
         let s = self.clone();
@@ -149,18 +182,31 @@ impl Content for Service {
         let mut input = req.into_inner();
         let first = match input.next().await {
             Some(m) => m?,
-            None => return Err(Status::invalid_argument("write stream closed before its first message")),
+            None => {
+                return Err(Status::invalid_argument(
+                    "write stream closed before its first message",
+                ))
+            }
         };
         if first.r#ref.is_empty() {
-            return Err(Status::invalid_argument("first message of a write must carry a ref"));
+            return Err(Status::invalid_argument(
+                "first message of a write must carry a ref",
+            ));
         }
         let hold = self.0.clone();
         let s = self.clone();
-        let (reference, total, expected) = (first.r#ref.clone(), first.total, first.expected.clone());
+        let (reference, total, expected) =
+            (first.r#ref.clone(), first.total, first.expected.clone());
         let writer = blocking(move || {
             let expected = (!expected.is_empty()).then_some(expected);
             s.store
-                .content_writer(&ns, &reference, total, expected.as_deref(), lease.as_deref())
+                .content_writer(
+                    &ns,
+                    &reference,
+                    total,
+                    expected.as_deref(),
+                    lease.as_deref(),
+                )
                 .status()
         })
         .await?;
@@ -179,7 +225,9 @@ impl Content for Service {
                 if !msg.expected.is_empty() {
                     expected = msg.expected.clone();
                 }
-                let w = writer.take().expect("writer is returned after every message");
+                let w = writer
+                    .take()
+                    .expect("writer is returned after every message");
                 let expected = expected.clone();
                 let step = tokio::task::spawn_blocking(move || {
                     let mut w = w;

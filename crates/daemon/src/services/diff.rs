@@ -17,7 +17,9 @@ impl Diff for Service {
     async fn apply(&self, req: Request<ApplyRequest>) -> Result<Response<ApplyResponse>, Status> {
         let ns = context::namespace(&req)?;
         let req = req.into_inner();
-        let desc = req.diff.ok_or_else(|| Status::invalid_argument("diff descriptor is required"))?;
+        let desc = req
+            .diff
+            .ok_or_else(|| Status::invalid_argument("diff descriptor is required"))?;
         if req.mounts.is_empty() {
             return Err(Status::invalid_argument("mounts are required"));
         }

@@ -34,8 +34,12 @@ impl Events for Service {
 
     type SubscribeStream = Pin<Box<dyn Stream<Item = Result<Envelope, Status>> + Send>>;
 
-    async fn subscribe(&self, req: Request<SubscribeRequest>) -> Result<Response<Self::SubscribeStream>, Status> {
-        let filter = berth_store::filters::parse(&req.into_inner().filters).map_err(crate::status::from_store)?;
+    async fn subscribe(
+        &self,
+        req: Request<SubscribeRequest>,
+    ) -> Result<Response<Self::SubscribeStream>, Status> {
+        let filter = berth_store::filters::parse(&req.into_inner().filters)
+            .map_err(crate::status::from_store)?;
         let mut rx = self.events.subscribe();
         let stream = async_stream::stream! {
             loop {

@@ -10,7 +10,10 @@ use crate::status::IntoStatus;
 
 #[tonic::async_trait]
 impl Images for Service {
-    async fn get(&self, req: Request<GetImageRequest>) -> Result<Response<GetImageResponse>, Status> {
+    async fn get(
+        &self,
+        req: Request<GetImageRequest>,
+    ) -> Result<Response<GetImageResponse>, Status> {
         let ns = context::namespace(&req)?;
         let name = req.into_inner().name;
         let s = self.clone();
@@ -20,7 +23,10 @@ impl Images for Service {
         }))
     }
 
-    async fn list(&self, req: Request<ListImagesRequest>) -> Result<Response<ListImagesResponse>, Status> {
+    async fn list(
+        &self,
+        req: Request<ListImagesRequest>,
+    ) -> Result<Response<ListImagesResponse>, Status> {
         let ns = context::namespace(&req)?;
         let filter = berth_store::filters::parse(&req.into_inner().filters).status()?;
         let s = self.clone();
@@ -30,19 +36,26 @@ impl Images for Service {
         }))
     }
 
-    async fn create(&self, req: Request<CreateImageRequest>) -> Result<Response<CreateImageResponse>, Status> {
+    async fn create(
+        &self,
+        req: Request<CreateImageRequest>,
+    ) -> Result<Response<CreateImageResponse>, Status> {
         let ns = context::namespace(&req)?;
         let image = req
             .into_inner()
             .image
             .ok_or_else(|| Status::invalid_argument("image is required"))?;
         if image.target.is_none() {
-            return Err(Status::invalid_argument(format!("image {:?}: target is required", image.name)));
+            return Err(Status::invalid_argument(format!(
+                "image {:?}: target is required",
+                image.name
+            )));
         }
         let s = self.clone();
         let ns2 = ns.clone();
         let _hold = self.gc.hold().await;
-        let created = blocking(move || s.store.image_create(&ns2, image_from_pb(image)).status()).await?;
+        let created =
+            blocking(move || s.store.image_create(&ns2, image_from_pb(image)).status()).await?;
         self.events.publish(
             &ns,
             "/images/create",
@@ -56,15 +69,25 @@ impl Images for Service {
         }))
     }
 
-    async fn update(&self, req: Request<UpdateImageRequest>) -> Result<Response<UpdateImageResponse>, Status> {
+    async fn update(
+        &self,
+        req: Request<UpdateImageRequest>,
+    ) -> Result<Response<UpdateImageResponse>, Status> {
         let ns = context::namespace(&req)?;
         let req = req.into_inner();
-        let image = req.image.ok_or_else(|| Status::invalid_argument("image is required"))?;
+        let image = req
+            .image
+            .ok_or_else(|| Status::invalid_argument("image is required"))?;
         let fields = paths(req.update_mask);
         let s = self.clone();
         let ns2 = ns.clone();
         let _hold = self.gc.hold().await;
-        let updated = blocking(move || s.store.image_update(&ns2, image_from_pb(image), &fields).status()).await?;
+        let updated = blocking(move || {
+            s.store
+                .image_update(&ns2, image_from_pb(image), &fields)
+                .status()
+        })
+        .await?;
         self.events.publish(
             &ns,
             "/images/update",

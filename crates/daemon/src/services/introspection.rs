@@ -22,13 +22,29 @@ fn plugins(s: &Service) -> Vec<Plugin> {
     };
     let mut out = vec![
         plugin("io.containerd.content.v1", "content", &[]),
-        plugin("io.containerd.metadata.v1", "redb", &["io.containerd.content.v1", "io.containerd.snapshotter.v1"]),
-        plugin("io.containerd.differ.v1", "walking", &["io.containerd.metadata.v1"]),
+        plugin(
+            "io.containerd.metadata.v1",
+            "redb",
+            &["io.containerd.content.v1", "io.containerd.snapshotter.v1"],
+        ),
+        plugin(
+            "io.containerd.differ.v1",
+            "walking",
+            &["io.containerd.metadata.v1"],
+        ),
         plugin("io.containerd.event.v1", "exchange", &[]),
-        plugin("io.containerd.gc.v1", "scheduler", &["io.containerd.metadata.v1"]),
-        plugin("io.containerd.lease.v1", "manager", &["io.containerd.metadata.v1"]),
+        plugin(
+            "io.containerd.gc.v1",
+            "scheduler",
+            &["io.containerd.metadata.v1"],
+        ),
+        plugin(
+            "io.containerd.lease.v1",
+            "manager",
+            &["io.containerd.metadata.v1"],
+        ),
     ];
-    for (name, _) in &s.snapshotters {
+    for name in s.snapshotters.keys() {
         let mut p = plugin("io.containerd.snapshotter.v1", name, &[]);
         p.platforms = vec![host.clone()];
         p.exports = HashMap::from([(
@@ -37,8 +53,22 @@ fn plugins(s: &Service) -> Vec<Plugin> {
         )]);
         out.push(p);
     }
-    for id in ["content", "diff", "events", "images", "introspection", "leases", "namespaces", "snapshots", "version"] {
-        out.push(plugin("io.containerd.grpc.v1", id, &["io.containerd.metadata.v1"]));
+    for id in [
+        "content",
+        "diff",
+        "events",
+        "images",
+        "introspection",
+        "leases",
+        "namespaces",
+        "snapshots",
+        "version",
+    ] {
+        out.push(plugin(
+            "io.containerd.grpc.v1",
+            id,
+            &["io.containerd.metadata.v1"],
+        ));
     }
     out
 }
@@ -67,7 +97,10 @@ impl berth_store::filters::Adaptor for PluginFields<'_> {
 
 #[tonic::async_trait]
 impl Introspection for Service {
-    async fn plugins(&self, req: Request<PluginsRequest>) -> Result<Response<PluginsResponse>, Status> {
+    async fn plugins(
+        &self,
+        req: Request<PluginsRequest>,
+    ) -> Result<Response<PluginsResponse>, Status> {
         let filter = berth_store::filters::parse(&req.into_inner().filters)
             .map_err(crate::status::from_store)?;
         let plugins = plugins(self)
@@ -86,12 +119,17 @@ impl Introspection for Service {
         }))
     }
 
-    async fn plugin_info(&self, req: Request<PluginInfoRequest>) -> Result<Response<PluginInfoResponse>, Status> {
+    async fn plugin_info(
+        &self,
+        req: Request<PluginInfoRequest>,
+    ) -> Result<Response<PluginInfoResponse>, Status> {
         let req = req.into_inner();
         let plugin = plugins(self)
             .into_iter()
             .find(|p| p.r#type == req.r#type && p.id == req.id)
-            .ok_or_else(|| Status::not_found(format!("plugin {}.{} not found", req.r#type, req.id)))?;
+            .ok_or_else(|| {
+                Status::not_found(format!("plugin {}.{} not found", req.r#type, req.id))
+            })?;
         Ok(Response::new(PluginInfoResponse {
             plugin: Some(plugin),
             extra: None,
@@ -101,5 +139,7 @@ impl Introspection for Service {
 
 fn pid_namespace_inode() -> u64 {
     use std::os::unix::fs::MetadataExt;
-    std::fs::metadata("/proc/self/ns/pid").map(|m| m.ino()).unwrap_or(0)
+    std::fs::metadata("/proc/self/ns/pid")
+        .map(|m| m.ino())
+        .unwrap_or(0)
 }

@@ -10,15 +10,25 @@ use crate::status::IntoStatus;
 
 fn resource_from_pb(r: Option<Resource>) -> Result<berth_store::LeaseResource, Status> {
     let r = r.ok_or_else(|| Status::invalid_argument("resource is required"))?;
-    Ok(berth_store::LeaseResource { id: r.id, kind: r.r#type })
+    Ok(berth_store::LeaseResource {
+        id: r.id,
+        kind: r.r#type,
+    })
 }
 
 #[tonic::async_trait]
 impl Leases for Service {
-    async fn create(&self, req: Request<CreateRequest>) -> Result<Response<CreateResponse>, Status> {
+    async fn create(
+        &self,
+        req: Request<CreateRequest>,
+    ) -> Result<Response<CreateResponse>, Status> {
         let ns = context::namespace(&req)?;
         let req = req.into_inner();
-        let id = if req.id.is_empty() { uuid::Uuid::new_v4().simple().to_string() } else { req.id };
+        let id = if req.id.is_empty() {
+            uuid::Uuid::new_v4().simple().to_string()
+        } else {
+            req.id
+        };
         let s = self.clone();
         let _hold = self.gc.hold().await;
         let lease = blocking(move || s.store.lease_create(&ns, &id, req.labels).status()).await?;
@@ -60,7 +70,10 @@ impl Leases for Service {
         Ok(Response::new(()))
     }
 
-    async fn delete_resource(&self, req: Request<DeleteResourceRequest>) -> Result<Response<()>, Status> {
+    async fn delete_resource(
+        &self,
+        req: Request<DeleteResourceRequest>,
+    ) -> Result<Response<()>, Status> {
         let ns = context::namespace(&req)?;
         let req = req.into_inner();
         let res = resource_from_pb(req.resource)?;
@@ -81,7 +94,10 @@ impl Leases for Service {
         Ok(Response::new(ListResourcesResponse {
             resources: list
                 .into_iter()
-                .map(|r| Resource { id: r.id, r#type: r.kind })
+                .map(|r| Resource {
+                    id: r.id,
+                    r#type: r.kind,
+                })
                 .collect(),
         }))
     }

@@ -20,7 +20,12 @@ impl Service {
     fn namespace_has_snapshots(&self, ns: &str) -> Result<bool, Status> {
         let prefix = format!("{ns}/");
         for sn in self.snapshotters.values() {
-            if sn.list().status()?.iter().any(|i| i.name.starts_with(&prefix)) {
+            if sn
+                .list()
+                .status()?
+                .iter()
+                .any(|i| i.name.starts_with(&prefix))
+            {
                 return Ok(true);
             }
         }
@@ -30,7 +35,10 @@ impl Service {
 
 #[tonic::async_trait]
 impl Namespaces for Service {
-    async fn get(&self, req: Request<GetNamespaceRequest>) -> Result<Response<GetNamespaceResponse>, Status> {
+    async fn get(
+        &self,
+        req: Request<GetNamespaceRequest>,
+    ) -> Result<Response<GetNamespaceResponse>, Status> {
         let name = req.into_inner().name;
         let s = self.clone();
         let n = blocking(move || s.store.namespace_get(&name).status()).await?;
@@ -39,7 +47,10 @@ impl Namespaces for Service {
         }))
     }
 
-    async fn list(&self, _req: Request<ListNamespacesRequest>) -> Result<Response<ListNamespacesResponse>, Status> {
+    async fn list(
+        &self,
+        _req: Request<ListNamespacesRequest>,
+    ) -> Result<Response<ListNamespacesResponse>, Status> {
         let s = self.clone();
         let list = blocking(move || s.store.namespace_list().status()).await?;
         Ok(Response::new(ListNamespacesResponse {
@@ -56,7 +67,8 @@ impl Namespaces for Service {
             .namespace
             .ok_or_else(|| Status::invalid_argument("namespace is required"))?;
         let s = self.clone();
-        let created = blocking(move || s.store.namespace_create(&n.name, n.labels).status()).await?;
+        let created =
+            blocking(move || s.store.namespace_create(&n.name, n.labels).status()).await?;
         self.events.publish(
             &created.name,
             "/namespaces/create",
@@ -75,10 +87,17 @@ impl Namespaces for Service {
         req: Request<UpdateNamespaceRequest>,
     ) -> Result<Response<UpdateNamespaceResponse>, Status> {
         let req = req.into_inner();
-        let n = req.namespace.ok_or_else(|| Status::invalid_argument("namespace is required"))?;
+        let n = req
+            .namespace
+            .ok_or_else(|| Status::invalid_argument("namespace is required"))?;
         let fields = paths(req.update_mask);
         let s = self.clone();
-        let updated = blocking(move || s.store.namespace_update(&n.name, n.labels, &fields).status()).await?;
+        let updated = blocking(move || {
+            s.store
+                .namespace_update(&n.name, n.labels, &fields)
+                .status()
+        })
+        .await?;
         self.events.publish(
             &updated.name,
             "/namespaces/update",
@@ -106,8 +125,11 @@ impl Namespaces for Service {
             s.store.namespace_delete(&n).status()
         })
         .await?;
-        self.events
-            .publish(&name, "/namespaces/delete", &ev::NamespaceDelete { name: name.clone() });
+        self.events.publish(
+            &name,
+            "/namespaces/delete",
+            &ev::NamespaceDelete { name: name.clone() },
+        );
         Ok(Response::new(()))
     }
 }

@@ -32,7 +32,9 @@ fn parent(ns: &str, parent: &str) -> Option<String> {
 }
 
 fn strip(name: &str) -> String {
-    split_backend_key(name).map(|(_, k)| k.to_string()).unwrap_or_default()
+    split_backend_key(name)
+        .map(|(_, k)| k.to_string())
+        .unwrap_or_default()
 }
 
 fn kind_to_pb(k: berth_snapshot::Kind) -> i32 {
@@ -76,9 +78,25 @@ impl berth_store::filters::Adaptor for InfoFields<'_> {
     }
 }
 
+/// What Prepare and View share.
+struct NewSnapshot {
+    ns: String,
+    lease: Option<String>,
+    key: String,
+    parent: String,
+    labels: HashMap<String, String>,
+    view: bool,
+}
+
 impl Service {
     /// Records a new snapshot in the request's lease, so it survives until the lease goes.
-    fn lease_snapshot(&self, ns: &str, lease: Option<&str>, snapshotter: &str, key: &str) -> Result<(), Status> {
+    fn lease_snapshot(
+        &self,
+        ns: &str,
+        lease: Option<&str>,
+        snapshotter: &str,
+        key: &str,
+    ) -> Result<(), Status> {
         if let Some(lease) = lease {
             self.store
                 .lease_add_resource(
@@ -97,13 +115,16 @@ impl Service {
     fn prepare_or_view(
         &self,
         sn: Arc<dyn Snapshotter>,
-        ns: String,
-        lease: Option<String>,
-        key: String,
-        parent_key: String,
-        labels: HashMap<String, String>,
-        view: bool,
+        new: NewSnapshot,
     ) -> Result<Vec<berth_snapshot::Mount>, Status> {
+        let NewSnapshot {
+            ns,
+            lease,
+            key,
+            parent: parent_key,
+            labels,
+            view,
+        } = new;
         require_key(&key)?;
         self.store.namespace_ensure(&ns).status()?;
         let bkey = backend_key(&ns, &key);
@@ -132,16 +153,24 @@ impl Snapshots for Service {
         let req = req.into_inner();
         let sn = self.snapshotter(&req.snapshotter)?;
         let s = self.clone();
-        let (ns2, key, parent) = (ns.clone(), req.key.clone(), req.parent.clone());
+        let new = NewSnapshot {
+            ns: ns.clone(),
+            lease,
+            key: req.key.clone(),
+            parent: req.parent.clone(),
+            labels: req.labels,
+            view: false,
+        };
+        let snapshotter = sn.name().to_string();
         let _hold = self.gc.hold().await;
-        let mounts = blocking(move || s.prepare_or_view(sn.clone(), ns2, lease, key, parent, req.labels, false)).await?;
+        let mounts = blocking(move || s.prepare_or_view(sn, new)).await?;
         self.events.publish(
             &ns,
             "/snapshot/prepare",
             &ev::SnapshotPrepare {
                 key: req.key,
                 parent: req.parent,
-                snapshotter: self.snapshotter(&req.snapshotter)?.name().to_string(),
+                snapshotter,
             },
         );
         Ok(Response::new(PrepareSnapshotResponse {
@@ -149,20 +178,34 @@ impl Snapshots for Service {
         }))
     }
 
-    async fn view(&self, req: Request<ViewSnapshotRequest>) -> Result<Response<ViewSnapshotResponse>, Status> {
+    async fn view(
+        &self,
+        req: Request<ViewSnapshotRequest>,
+    ) -> Result<Response<ViewSnapshotResponse>, Status> {
         let ns = context::namespace(&req)?;
         let lease = context::lease(&req)?;
         let req = req.into_inner();
         let sn = self.snapshotter(&req.snapshotter)?;
         let s = self.clone();
         let _hold = self.gc.hold().await;
-        let mounts = blocking(move || s.prepare_or_view(sn, ns, lease, req.key, req.parent, req.labels, true)).await?;
+        let new = NewSnapshot {
+            ns,
+            lease,
+            key: req.key,
+            parent: req.parent,
+            labels: req.labels,
+            view: true,
+        };
+        let mounts = blocking(move || s.prepare_or_view(sn, new)).await?;
         Ok(Response::new(ViewSnapshotResponse {
             mounts: mounts_to_pb(mounts),
         }))
     }
 
-    async fn mounts(&self, req: Request<MountsRequest>) -> Result<Response<MountsResponse>, Status> {
+    async fn mounts(
+        &self,
+        req: Request<MountsRequest>,
+    ) -> Result<Response<MountsResponse>, Status> {
         let ns = context::namespace(&req)?;
         let req = req.into_inner();
         require_key(&req.key)?;
@@ -184,8 +227,12 @@ impl Snapshots for Service {
         let (ns2, name, key) = (ns.clone(), req.name.clone(), req.key.clone());
         let _hold = self.gc.hold().await;
         blocking(move || {
-            sn.commit(&backend_key(&ns2, &name), &backend_key(&ns2, &key), req.labels)
-                .status()?;
+            sn.commit(
+                &backend_key(&ns2, &name),
+                &backend_key(&ns2, &key),
+                req.labels,
+            )
+            .status()?;
             s.lease_snapshot(&ns2, lease.as_deref(), sn.name(), &name)
         })
         .await?;
@@ -221,7 +268,10 @@ impl Snapshots for Service {
         Ok(Response::new(()))
     }
 
-    async fn stat(&self, req: Request<StatSnapshotRequest>) -> Result<Response<StatSnapshotResponse>, Status> {
+    async fn stat(
+        &self,
+        req: Request<StatSnapshotRequest>,
+    ) -> Result<Response<StatSnapshotResponse>, Status> {
         let ns = context::namespace(&req)?;
         let req = req.into_inner();
         require_key(&req.key)?;
@@ -238,7 +288,9 @@ impl Snapshots for Service {
     ) -> Result<Response<UpdateSnapshotResponse>, Status> {
         let ns = context::namespace(&req)?;
         let req = req.into_inner();
-        let info = req.info.ok_or_else(|| Status::invalid_argument("info is required"))?;
+        let info = req
+            .info
+            .ok_or_else(|| Status::invalid_argument("info is required"))?;
         require_key(&info.name)?;
         let fields = paths(req.update_mask);
         let sn = self.snapshotter(&req.snapshotter)?;
@@ -258,7 +310,10 @@ impl Snapshots for Service {
 
     type ListStream = BoxStream<ListSnapshotsResponse>;
 
-    async fn list(&self, req: Request<ListSnapshotsRequest>) -> Result<Response<Self::ListStream>, Status> {
+    async fn list(
+        &self,
+        req: Request<ListSnapshotsRequest>,
+    ) -> Result<Response<Self::ListStream>, Status> {
         let ns = context::namespace(&req)?;
         let req = req.into_inner();
         let filter = berth_store::filters::parse(&req.filters).status()?;
