@@ -102,10 +102,8 @@ async fn import_under_lease(conn: &Conn, args: &ImportArgs) -> Result<Vec<Import
         import(BufReader::with_capacity(1 << 20, file), &mut sink, &opts)
     })
     .await??;
-    for img in &images {
-        create_or_update_image(conn, img).await?;
-        progress.line(format!("{}: {}", img.name, img.target.digest));
-    }
+    // Unpack before naming anything: an archive whose layers cannot be applied records no image
+    // (its content and snapshots stay only under the lease, which goes at the end).
     if !args.no_unpack {
         let mut seen = std::collections::HashSet::new();
         for img in &images {
@@ -116,6 +114,10 @@ async fn import_under_lease(conn: &Conn, args: &ImportArgs) -> Result<Vec<Import
             unpack(conn, &img.name, &img.target, &args.snapshotter, &progress).await?;
             progress.line(format!("unpacked {}", img.name));
         }
+    }
+    for img in &images {
+        create_or_update_image(conn, img).await?;
+        progress.line(format!("{}: {}", img.name, img.target.digest));
     }
     Ok(images)
 }
