@@ -207,8 +207,7 @@ fn refused_import(tar: Vec<u8>, needle: &str) {
             .ok()
             .stdout
             .lines()
-            .skip(1)
-            .next()
+            .nth(1)
             .is_none(),
         "lease left"
     );
