@@ -25,7 +25,7 @@ rss_kb() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
 median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 
 start_berthd() { # dir -> pid
-    "$BERTHD" --root "$1/root" --state "$1/state" --address "$1/sock" --log-level warn 2>"$1/log" &
+    "$BERTHD" --config /dev/null --root "$1/root" --state "$1/state" --address "$1/sock" --log-level warn >/dev/null 2>"$1/log" &
     echo $!
 }
 start_containerd() { # dir -> pid
@@ -39,7 +39,7 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
 [ttrpc]
   address = "$1/sock.ttrpc"
 EOT
-    containerd --config "$1/config.toml" --log-level warn 2>"$1/log" &
+    containerd --config "$1/config.toml" --log-level warn >/dev/null 2>"$1/log" &
     echo $!
 }
 

@@ -57,6 +57,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     tracing::info!(address = %cfg.address.display(), root = %cfg.root.display(), "berthd serving");
     let svc = Service(daemon.clone());
     let result = tonic::transport::Server::builder()
+        .trace_fn(request_span)
         .add_service(srv::version::version_server::VersionServer::new(
             svc.clone(),
         ))
@@ -89,6 +90,16 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     let _ = fs::remove_file(&cfg.address);
     tracing::info!("berthd stopped");
     result.context("serve gRPC")
+}
+
+/// One span per request, named by its method and namespace, so every log line says whose it is.
+fn request_span(req: &tonic::codegen::http::Request<()>) -> tracing::Span {
+    let ns = req
+        .headers()
+        .get(crate::context::NAMESPACE_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    tracing::info_span!("rpc", method = %req.uri().path(), ns = %ns)
 }
 
 type Backends = (
