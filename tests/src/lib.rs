@@ -148,3 +148,32 @@ pub fn runtime() -> tokio::runtime::Runtime {
         .build()
         .expect("tokio runtime")
 }
+
+/// Polls `cond` for up to ten seconds (background work such as garbage collection).
+pub fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while std::time::Instant::now() < deadline {
+        if cond() {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    panic!("timed out waiting for {what}");
+}
+
+/// A JSON blob (manifest, config) of an OCI layout directory.
+pub fn layout_blob_json(layout: &Path, digest: &str) -> serde_json::Value {
+    let hex = digest.strip_prefix("sha256:").expect("sha256 digest");
+    let data = std::fs::read(layout.join("blobs/sha256").join(hex)).expect("layout blob");
+    serde_json::from_slice(&data).expect("layout blob is JSON")
+}
+
+/// The `rootfs.diff_ids` of an image config.
+pub fn diff_ids(config: &serde_json::Value) -> Vec<String> {
+    config["rootfs"]["diff_ids"]
+        .as_array()
+        .expect("rootfs.diff_ids")
+        .iter()
+        .map(|v| v.as_str().expect("diff id").to_string())
+        .collect()
+}

@@ -1,10 +1,8 @@
 //! berth's own CLI against berthd: namespaces, import (OCI layout and docker-archive), list,
 //! export/re-import round trip, remove; and archives that must leave nothing recorded.
 
-use std::time::{Duration, Instant};
-
 use berth_tests::oci::{self, Entry};
-use berth_tests::{oci_index_refs, test_images, Berthd};
+use berth_tests::{oci_index_refs, test_images, wait_until, Berthd};
 
 fn json(run: berth_tests::Run) -> serde_json::Value {
     serde_json::from_str(&run.stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {}", run.stdout))
@@ -16,17 +14,6 @@ fn names(v: &serde_json::Value) -> Vec<String> {
         .iter()
         .map(|i| i["name"].as_str().expect("name").to_string())
         .collect()
-}
-
-fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while Instant::now() < deadline {
-        if cond() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    panic!("timed out waiting for {what}");
 }
 
 #[test]

@@ -1,15 +1,7 @@
 //! containerd's own `ctr` (Debian's containerd 1.6) against berthd: namespaces, images, content,
 //! snapshots, leases, plugins, and garbage collection after `images rm`.
 
-use std::path::Path;
-use std::time::{Duration, Instant};
-
-use berth_tests::{oci_index_refs, test_images, Berthd};
-
-fn blob_json(layout: &Path, digest: &str) -> serde_json::Value {
-    let path = layout.join("blobs/sha256").join(&digest["sha256:".len()..]);
-    serde_json::from_slice(&std::fs::read(path).expect("blob")).expect("blob json")
-}
+use berth_tests::{layout_blob_json, oci_index_refs, test_images, wait_until, Berthd};
 
 /// The first column of every row of a ctr table.
 fn first_column(table: &str) -> Vec<String> {
@@ -19,17 +11,6 @@ fn first_column(table: &str) -> Vec<String> {
         .filter_map(|l| l.split_whitespace().next())
         .map(str::to_string)
         .collect()
-}
-
-fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while Instant::now() < deadline {
-        if cond() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    panic!("timed out waiting for {what}");
 }
 
 #[test]
@@ -152,7 +133,7 @@ fn import_list_remove_and_collect() {
         .find(|(n, _)| n == "busybox")
         .expect("busybox")
         .1;
-    let manifest = blob_json(&layout, busybox);
+    let manifest = layout_blob_json(&layout, busybox);
     let config_digest = manifest["config"]["digest"]
         .as_str()
         .expect("config")
@@ -161,7 +142,7 @@ fn import_list_remove_and_collect() {
         .as_str()
         .expect("layer")
         .to_string();
-    let config = blob_json(&layout, &config_digest);
+    let config = layout_blob_json(&layout, &config_digest);
     let chain_id = config["rootfs"]["diff_ids"][0]
         .as_str()
         .expect("diff id")

@@ -6,7 +6,9 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 
 use berth_tests::client::{self, MountGuard};
 use berth_tests::oci::{self, Entry};
-use berth_tests::{chain_id, oci_index_refs, runtime, sha256_hex, test_images, Berthd};
+use berth_tests::{
+    chain_id, diff_ids, layout_blob_json, oci_index_refs, runtime, sha256_hex, test_images, Berthd,
+};
 
 #[test]
 fn busybox_snapshot_has_busybox_binary() {
@@ -26,20 +28,12 @@ fn busybox_snapshot_has_busybox_binary() {
         .into_iter()
         .find(|(n, _)| n == "busybox")
         .expect("busybox");
-    let read = |d: &str| -> serde_json::Value {
-        serde_json::from_slice(
-            &std::fs::read(layout.join("blobs/sha256").join(&d[7..])).expect("blob"),
-        )
-        .expect("json")
-    };
-    let manifest = read(&digest);
-    let config = read(manifest["config"]["digest"].as_str().expect("config"));
-    let diff_ids: Vec<String> = config["rootfs"]["diff_ids"]
-        .as_array()
-        .expect("diff ids")
-        .iter()
-        .map(|v| v.as_str().expect("str").to_string())
-        .collect();
+    let manifest = layout_blob_json(&layout, &digest);
+    let config = layout_blob_json(
+        &layout,
+        manifest["config"]["digest"].as_str().expect("config"),
+    );
+    let diff_ids = diff_ids(&config);
     let top = chain_id(&diff_ids);
 
     let rt = runtime();
@@ -92,13 +86,7 @@ fn whiteout_image() -> oci::Image {
 
 fn check_merged_view(snapshotter: &str) {
     let img = whiteout_image();
-    let diff_ids: Vec<String> = serde_json::from_slice::<serde_json::Value>(&img.config.data)
-        .expect("config")["rootfs"]["diff_ids"]
-        .as_array()
-        .expect("diff ids")
-        .iter()
-        .map(|v| v.as_str().expect("str").to_string())
-        .collect();
+    let diff_ids = diff_ids(&serde_json::from_slice(&img.config.data).expect("config"));
     let dir = tempfile::tempdir().expect("tmp");
     let tar = dir.path().join("whiteouts.tar");
     std::fs::write(&tar, oci::layout_tar(&[img], &[])).expect("write tar");
