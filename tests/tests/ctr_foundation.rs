@@ -249,9 +249,48 @@ fn docker_archive_import_normalises_names() {
 }
 
 #[test]
-fn sigterm_removes_socket() {
+fn socket_is_0660_and_sigterm_removes_it() {
     let mut d = Berthd::start();
-    assert!(d.socket().exists());
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(d.socket())
+        .expect("socket")
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o660, "socket mode {mode:o}");
     assert_eq!(d.terminate(), Some(0), "{}", d.log());
     assert!(!d.socket().exists(), "socket left behind");
+}
+
+#[test]
+fn config_default_prints_the_design_keys() {
+    let out = std::process::Command::new(berth_tests::berthd_bin())
+        .args(["config", "default"])
+        .output()
+        .expect("run berthd config default");
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    for key in [
+        "root = \"/var/lib/berth\"",
+        "address = \"/run/berth/berth.sock\"",
+        "[cri.runtimes.runc]",
+    ] {
+        assert!(text.contains(key), "{key} missing:\n{text}");
+    }
+}
+
+#[test]
+fn second_daemon_on_the_same_root_is_refused() {
+    let d = Berthd::start();
+    let out = std::process::Command::new(berth_tests::berthd_bin())
+        .args(["--config", "/dev/null", "--root"])
+        .arg(d.root())
+        .arg("--state")
+        .arg(d.dir.path().join("state2"))
+        .arg("--address")
+        .arg(d.dir.path().join("second.sock"))
+        .output()
+        .expect("run second berthd");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("in use by another berthd"));
+    d.ctr("default", &["version"]).ok();
 }
