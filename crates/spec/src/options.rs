@@ -214,7 +214,7 @@ pub fn apply_options(spec: &mut Spec, opts: &Options, rootfs: Option<&Path>) -> 
     }
     if let Some((quota, period)) = cpu {
         let r = resources_mut(spec);
-        let mut c = (*r.cpu()).unwrap_or_default();
+        let mut c = r.cpu().clone().unwrap_or_default();
         c.set_quota(Some(quota));
         c.set_period(Some(period));
         r.set_cpu(Some(c));
