@@ -5,9 +5,10 @@ use std::path::Path;
 
 use anyhow::{Context, Result};
 use containerd_client::services::v1::{
-    content_client::ContentClient, diff_client::DiffClient, images_client::ImagesClient,
-    leases_client::LeasesClient, namespaces_client::NamespacesClient,
-    snapshots::snapshots_client::SnapshotsClient, version_client::VersionClient,
+    containers_client::ContainersClient, content_client::ContentClient, diff_client::DiffClient,
+    events_client::EventsClient, images_client::ImagesClient, leases_client::LeasesClient,
+    namespaces_client::NamespacesClient, snapshots::snapshots_client::SnapshotsClient,
+    tasks_client::TasksClient, version_client::VersionClient,
 };
 use containerd_client::tonic::{
     metadata::{Ascii, MetadataValue},
@@ -95,5 +96,14 @@ impl Conn {
     }
     pub fn version(&self) -> VersionClient<Svc> {
         VersionClient::new(self.svc())
+    }
+    pub fn containers(&self) -> ContainersClient<Svc> {
+        ContainersClient::new(self.svc()).max_decoding_message_size(MAX_MESSAGE)
+    }
+    pub fn tasks(&self) -> TasksClient<Svc> {
+        TasksClient::new(self.svc()).max_decoding_message_size(MAX_MESSAGE)
+    }
+    pub fn events(&self) -> EventsClient<Svc> {
+        EventsClient::new(self.svc()).max_decoding_message_size(MAX_MESSAGE)
     }
 }

@@ -1,11 +1,18 @@
 //! `berth`: the operator's CLI, a gRPC client of berthd (or any containerd 1.6+).
 
+mod attach;
 mod blobs;
 mod conn;
+mod container;
+mod events;
 mod image;
+mod metrics;
 mod misc;
 mod output;
 mod progress;
+mod run;
+mod stdio;
+mod task;
 mod unpack;
 
 use std::path::PathBuf;
@@ -64,6 +71,128 @@ enum Cmd {
     /// Inspect leases.
     #[command(alias = "leases", subcommand)]
     Lease(LeaseCmd),
+    /// Run a container from an image: create it, start its task and (unless -d) wait for it.
+    Run(RunOpts),
+    /// Manage tasks (a container's running processes).
+    #[command(alias = "tasks", alias = "t", subcommand)]
+    Task(TaskCmd),
+    /// Manage containers.
+    #[command(alias = "containers", alias = "c", subcommand)]
+    Container(ContainerCmd),
+    /// Print events as they happen.
+    Events {
+        /// Event filters (containerd syntax, e.g. `topic~="/tasks/"`).
+        filters: Vec<String>,
+    },
+}
+
+#[derive(clap::Args)]
+struct RunOpts {
+    /// Delete the task, container and snapshot once it exits.
+    #[arg(long)]
+    rm: bool,
+    /// Start and return at once, without stdio.
+    #[arg(short, long)]
+    detach: bool,
+    /// Allocate a terminal.
+    #[arg(short, long)]
+    tty: bool,
+    /// Environment entry KEY=VALUE (repeatable).
+    #[arg(long = "env", value_name = "KEY=VALUE")]
+    env: Vec<String>,
+    /// Mount, e.g. type=bind,src=/a,dst=/b,options=rbind:ro (repeatable).
+    #[arg(long = "mount")]
+    mounts: Vec<String>,
+    /// User: uid[:gid].
+    #[arg(short, long)]
+    user: Option<String>,
+    /// Working directory.
+    #[arg(long)]
+    cwd: Option<String>,
+    /// CPUs (e.g. 0.5).
+    #[arg(long)]
+    cpus: Option<f64>,
+    /// Memory limit: bytes, or with a k/m/g suffix.
+    #[arg(long)]
+    memory: Option<String>,
+    #[arg(long, default_value = "io.containerd.runc.v2")]
+    runtime: String,
+    #[arg(long, default_value = "overlayfs")]
+    snapshotter: String,
+    image: String,
+    id: String,
+    /// Command and arguments (replace the image's Cmd).
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    args: Vec<String>,
+}
+
+#[derive(Subcommand)]
+enum TaskCmd {
+    #[command(alias = "list")]
+    Ls,
+    /// Send a signal to a task.
+    Kill {
+        #[arg(short, long, default_value = "SIGTERM")]
+        signal: String,
+        /// Signal every process in the container.
+        #[arg(short, long)]
+        all: bool,
+        /// Signal this exec process instead of the init.
+        #[arg(long, default_value = "")]
+        exec_id: String,
+        id: String,
+    },
+    /// Run another process in a running task.
+    Exec {
+        #[arg(long)]
+        exec_id: Option<String>,
+        #[arg(short, long)]
+        tty: bool,
+        #[arg(short, long)]
+        detach: bool,
+        #[arg(long)]
+        cwd: Option<String>,
+        #[arg(long = "env", value_name = "KEY=VALUE")]
+        env: Vec<String>,
+        id: String,
+        #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Processes of a task.
+    Ps {
+        id: String,
+    },
+    /// Cgroup metrics of a task.
+    Metrics {
+        id: String,
+    },
+    Pause {
+        id: String,
+    },
+    Resume {
+        id: String,
+    },
+    /// Delete a stopped task (-f: kill it first).
+    #[command(alias = "remove", alias = "delete")]
+    Rm {
+        #[arg(short, long)]
+        force: bool,
+        id: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum ContainerCmd {
+    #[command(alias = "list")]
+    Ls { filters: Vec<String> },
+    /// The container record as JSON.
+    Info { id: String },
+    /// Delete containers and their snapshots (their tasks must be stopped).
+    #[command(alias = "remove", alias = "delete")]
+    Rm {
+        #[arg(required = true)]
+        ids: Vec<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -150,10 +279,66 @@ impl std::fmt::Display for Reported {
 
 impl std::error::Error for Reported {}
 
-async fn run(cli: Cli) -> Result<()> {
+/// Runs the command; the exit code is the container's for `run` and `task exec`.
+async fn run(cli: Cli) -> Result<u8> {
     let conn = Conn::connect(&cli.address, &cli.namespace).await?;
     let f = cli.format;
-    match cli.cmd {
+    let done = match cli.cmd {
+        Cmd::Run(o) => {
+            let args = run::RunArgs {
+                rm: o.rm,
+                detach: o.detach,
+                tty: o.tty,
+                env: o.env,
+                mounts: o.mounts,
+                user: o.user,
+                cwd: o.cwd,
+                cpus: o.cpus,
+                memory: o.memory,
+                runtime: o.runtime,
+                snapshotter: o.snapshotter,
+                image: o.image,
+                id: o.id,
+                args: o.args,
+            };
+            return run::run(&conn, &cli.namespace, args).await;
+        }
+        Cmd::Task(TaskCmd::Exec {
+            exec_id,
+            tty,
+            detach,
+            cwd,
+            env,
+            id,
+            args,
+        }) => {
+            let a = task::ExecArgs {
+                id,
+                exec_id,
+                tty,
+                detach,
+                cwd,
+                env,
+                args,
+            };
+            return task::exec(&conn, a).await;
+        }
+        Cmd::Task(TaskCmd::Ls) => task::ls(&conn, f).await,
+        Cmd::Task(TaskCmd::Kill {
+            signal,
+            all,
+            exec_id,
+            id,
+        }) => task::kill(&conn, id, &signal, all, exec_id).await,
+        Cmd::Task(TaskCmd::Ps { id }) => task::ps(&conn, id, f).await,
+        Cmd::Task(TaskCmd::Metrics { id }) => task::metrics(&conn, id, f).await,
+        Cmd::Task(TaskCmd::Pause { id }) => task::pause(&conn, id).await,
+        Cmd::Task(TaskCmd::Resume { id }) => task::resume(&conn, id).await,
+        Cmd::Task(TaskCmd::Rm { force, id }) => task::rm(&conn, id, force).await,
+        Cmd::Container(ContainerCmd::Ls { filters }) => container::ls(&conn, filters, f).await,
+        Cmd::Container(ContainerCmd::Info { id }) => container::info(&conn, id).await,
+        Cmd::Container(ContainerCmd::Rm { ids }) => container::rm(&conn, ids).await,
+        Cmd::Events { filters } => events::events(&conn, filters, f).await,
         Cmd::Version => misc::version(&conn, f).await,
         Cmd::Ns(NsCmd::Ls) => misc::ns_ls(&conn, f).await,
         Cmd::Ns(NsCmd::Create { name, labels }) => misc::ns_create(&conn, name, labels).await,
@@ -182,7 +367,8 @@ async fn run(cli: Cli) -> Result<()> {
             misc::snapshot_ls(&conn, snapshotter, f).await
         }
         Cmd::Lease(LeaseCmd::Ls { filters }) => misc::lease_ls(&conn, filters, f).await,
-    }
+    };
+    done.map(|()| 0)
 }
 
 /// `berth: <message>`: the gRPC message when the server refused, else the error chain.
@@ -210,8 +396,11 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match rt.block_on(run(cli)) {
-        Ok(()) => ExitCode::SUCCESS,
+    let res = rt.block_on(run(cli));
+    // Copy threads may still block on FIFOs or our stdin: do not wait for them.
+    rt.shutdown_background();
+    match res {
+        Ok(code) => ExitCode::from(code),
         Err(e) => {
             report(&e);
             ExitCode::FAILURE
