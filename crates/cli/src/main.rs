@@ -10,6 +10,7 @@ mod metrics;
 mod misc;
 mod output;
 mod progress;
+mod rootfs;
 mod run;
 mod stdio;
 mod task;

@@ -122,13 +122,12 @@ async fn create_lease(conn: &Conn) -> Result<String> {
 /// Snapshot + container record, under a lease so nothing is collected half-made.
 async fn create_container(
     conn: &Conn,
+    leased: &Conn,
     a: &RunArgs,
     spec_json: Vec<u8>,
     top: Option<Digest>,
 ) -> Result<()> {
-    let lease = create_lease(conn).await?;
-    let leased = conn.with_lease(&lease)?;
-    let res = async {
+    {
         leased
             .snapshots()
             .prepare(PrepareSnapshotRequest {
@@ -167,7 +166,18 @@ async fn create_container(
         }
         Ok(())
     }
-    .await;
+}
+
+/// Whether resolving `user` needs the image's account files (anything but `uid:gid`).
+fn needs_rootfs(user: &str) -> bool {
+    let numeric = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    !matches!(user.split_once(':'), Some((u, g)) if numeric(u) && numeric(g))
+}
+
+pub async fn run(conn: &Conn, ns: &str, a: RunArgs) -> Result<u8> {
+    let lease = create_lease(conn).await?;
+    let leased = conn.with_lease(&lease)?;
+    let res = prepare(conn, &leased, ns, &a).await;
     // The container record now keeps its snapshot alive; the lease has done its job.
     let _ = conn
         .leases()
@@ -176,7 +186,57 @@ async fn create_container(
             sync: false,
         })
         .await;
-    res
+    res?;
+    start(conn, a).await
+}
+
+/// Spec (user names resolved in a view of the image when needed) and container record.
+async fn prepare(conn: &Conn, leased: &Conn, ns: &str, a: &RunArgs) -> Result<()> {
+    let memory = a
+        .memory
+        .as_deref()
+        .map(berth_spec::parse_memory)
+        .transpose()?;
+    let (image_cfg, top) = image_rootfs(leased, &a.image, &a.snapshotter).await?;
+    let opts = Options {
+        env: a.env.clone(),
+        cwd: a.cwd.clone(),
+        user: a.user.clone(),
+        mounts: a.mounts.clone(),
+        cpus: a.cpus,
+        memory,
+        terminal: a.tty,
+    };
+    let build = |rootfs: Option<&std::path::Path>| -> Result<berth_spec::Spec> {
+        let mut spec = berth_spec::default_spec(ns, &a.id)?;
+        berth_spec::with_image_config(&mut spec, &image_cfg, &a.args, rootfs)?;
+        berth_spec::apply_options(&mut spec, &opts, rootfs)?;
+        Ok(spec)
+    };
+    let user = a.user.as_deref().unwrap_or(&image_cfg.user);
+    let spec = match (&top, !user.is_empty() && needs_rootfs(user)) {
+        (Some(top), true) => {
+            let viewed = crate::rootfs::with_view(leased, &a.snapshotter, &top.to_string(), |p| {
+                build(Some(p))
+            })
+            .await;
+            match viewed {
+                Ok(spec) => spec?,
+                // No local mount (not root, remote daemon): numeric users still work.
+                Err(_) => build(None)?,
+            }
+        }
+        _ => build(None)?,
+    };
+    let has_args = spec
+        .process()
+        .as_ref()
+        .and_then(|p| p.args().as_ref())
+        .is_some_and(|a| !a.is_empty());
+    if !has_args {
+        anyhow::bail!("no command: the image sets none and none was given");
+    }
+    create_container(conn, leased, a, berth_spec::to_json(&spec)?, top).await
 }
 
 pub async fn remove_snapshot(conn: &Conn, snapshotter: &str, key: &str) {
@@ -198,35 +258,7 @@ pub async fn remove_container(conn: &Conn, id: &str, snapshotter: &str) {
     remove_snapshot(conn, snapshotter, id).await;
 }
 
-pub async fn run(conn: &Conn, ns: &str, a: RunArgs) -> Result<u8> {
-    let memory = a
-        .memory
-        .as_deref()
-        .map(berth_spec::parse_memory)
-        .transpose()?;
-    let (image_cfg, top) = image_rootfs(conn, &a.image, &a.snapshotter).await?;
-    let mut spec = berth_spec::default_spec(ns, &a.id)?;
-    berth_spec::with_image_config(&mut spec, &image_cfg, &a.args, None)?;
-    let opts = Options {
-        env: a.env.clone(),
-        cwd: a.cwd.clone(),
-        user: a.user.clone(),
-        mounts: a.mounts.clone(),
-        cpus: a.cpus,
-        memory,
-        terminal: a.tty,
-    };
-    berth_spec::apply_options(&mut spec, &opts, None)?;
-    let has_args = spec
-        .process()
-        .as_ref()
-        .and_then(|p| p.args().as_ref())
-        .is_some_and(|a| !a.is_empty());
-    if !has_args {
-        anyhow::bail!("no command: the image sets none and none was given");
-    }
-    create_container(conn, &a, berth_spec::to_json(&spec)?, top).await?;
-
+async fn start(conn: &Conn, a: RunArgs) -> Result<u8> {
     let res = run_task(conn, &a).await;
     if a.rm && !a.detach {
         remove_container(conn, &a.id, &a.snapshotter).await;

@@ -101,6 +101,29 @@ fn env_cwd_user_are_visible_inside() {
         ],
     );
     assert_eq!(out, "bar\n/bin\n/tmp\n65534\n");
+    // Names (and a bare uid's group) come from the image's /etc/passwd and /etc/group.
+    let out = c.ok(
+        &n,
+        &[
+            "run",
+            "--rm",
+            "--user",
+            "nobody",
+            BUSYBOX,
+            "e2",
+            "sh",
+            "-c",
+            "id -u; id -g",
+        ],
+    );
+    assert_eq!(out, "65534\n65534\n");
+    let out = c.berth(
+        &n,
+        &["run", "--rm", "--user", "nosuchuser", BUSYBOX, "e3", "true"],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("nosuchuser"));
+    assert_eq!(c.json(&n, &["container", "ls"]), serde_json::json!([]));
 }
 
 #[test]
