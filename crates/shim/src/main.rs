@@ -50,7 +50,9 @@ fn main() {
                     .map_err(error::Error::io("write info"))
             })
     } else if flags.namespace.is_empty() {
-        Err(error::Error::InvalidArgument("-namespace is required".into()))
+        Err(error::Error::InvalidArgument(
+            "-namespace is required".into(),
+        ))
     } else {
         match flags.action.as_str() {
             "start" => start::run(&flags),

@@ -39,8 +39,8 @@ pub fn watch(pid: i32, on_oom: impl Fn() + Send + 'static) -> Result<()> {
         std::thread::spawn(move || watch_v2(&dir, on_oom));
         return Ok(());
     }
-    let control = File::open(dir.join("memory.oom_control"))
-        .map_err(Error::io("open memory.oom_control"))?;
+    let control =
+        File::open(dir.join("memory.oom_control")).map_err(Error::io("open memory.oom_control"))?;
     // SAFETY: plain syscall; the result is checked before use.
     let efd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC) };
     if efd < 0 {
@@ -90,6 +90,7 @@ fn watch_v2(dir: &Path, on_oom: impl Fn()) {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

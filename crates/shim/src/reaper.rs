@@ -103,6 +103,7 @@ impl Reaper {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use nix::sys::signal::Signal;

@@ -148,6 +148,10 @@ impl Runtime {
             .log_error(offset)
             .or_else(|| Some(stderr.trim().to_string()).filter(|s| !s.is_empty()))
             .unwrap_or_else(|| format!("exit status {code}"));
+        // runc's own messages already say "runc create failed: ...".
+        if msg.starts_with(&format!("{} ", self.binary)) || msg.starts_with("runc ") {
+            return Err(Error::Runtime(msg));
+        }
         Err(Error::Runtime(format!(
             "{} {} failed: {msg}",
             self.binary,
@@ -171,7 +175,8 @@ impl Runtime {
             .spawn()
             .map_err(|e| Error::Runtime(format!("{} {}: {e}", self.binary, args[0])))?;
         if let (Some(mut w), Some(data)) = (child.stdin.take(), input) {
-            w.write_all(data).map_err(Error::io("write runtime stdin"))?;
+            w.write_all(data)
+                .map_err(Error::io("write runtime stdin"))?;
         }
         let mut stderr_pipe = child.stderr.take();
         let err_thread = std::thread::spawn(move || {
@@ -213,6 +218,7 @@ impl Runtime {
 /// Picks the last `error`/`fatal` message out of runtime JSON log lines.
 pub fn last_error(text: &str) -> Option<String> {
     text.lines()
+        .rev()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
         .filter(|v| {
             matches!(
@@ -220,11 +226,11 @@ pub fn last_error(text: &str) -> Option<String> {
                 Some("error") | Some("fatal") | Some("panic")
             )
         })
-        .filter_map(|v| v.get("msg").and_then(|m| m.as_str()).map(str::to_string))
-        .last()
+        .find_map(|v| v.get("msg").and_then(|m| m.as_str()).map(str::to_string))
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -70,8 +70,7 @@ pub fn serve(flags: &Flags) -> Result<()> {
         .map_err(Error::io("install signal handlers"))?;
     // Container processes are re-parented to us so we can report their exits.
     nix::sys::prctl::set_child_subreaper(true)?;
-    if let Err(e) =
-        containerd_shim::logger::init(flags.debug, "info", &flags.namespace, &flags.id)
+    if let Err(e) = containerd_shim::logger::init(flags.debug, "info", &flags.namespace, &flags.id)
     {
         eprintln!("shim logger: {e}");
     }

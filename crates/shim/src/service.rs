@@ -225,10 +225,15 @@ impl Service {
     fn do_create(&self, req: api::CreateTaskRequest) -> Result<u32> {
         validate_id(&req.id)?;
         if self.lock().containers.contains_key(&req.id) {
-            return Err(Error::AlreadyExists(format!("container {} already exists", req.id)));
+            return Err(Error::AlreadyExists(format!(
+                "container {} already exists",
+                req.id
+            )));
         }
         if !req.checkpoint.is_empty() {
-            return Err(Error::InvalidArgument("checkpoint restore is not supported".into()));
+            return Err(Error::InvalidArgument(
+                "checkpoint restore is not supported".into(),
+            ));
         }
         let bundle = PathBuf::from(&req.bundle);
         let opts = match req.options.as_ref() {
@@ -534,7 +539,11 @@ impl Service {
                 Status::CREATED
             };
             let mut resp = api::StateResponse {
-                id: if is_init { req.id.clone() } else { req.exec_id.clone() },
+                id: if is_init {
+                    req.id.clone()
+                } else {
+                    req.exec_id.clone()
+                },
                 bundle,
                 pid: p.pid as u32,
                 status: status.into(),
@@ -562,7 +571,11 @@ impl Service {
         if exited && !req.all {
             return Err(Error::NotFound(format!(
                 "process {} already finished",
-                if req.exec_id.is_empty() { &req.id } else { &req.exec_id }
+                if req.exec_id.is_empty() {
+                    &req.id
+                } else {
+                    &req.exec_id
+                }
             )));
         }
         if req.exec_id.is_empty() {
@@ -700,7 +713,9 @@ impl Service {
     fn do_stats(&self, id: &str) -> Result<api::StatsResponse> {
         let pid = self.with_container(id, |c| Ok(c.init.pid))?;
         if pid <= 0 {
-            return Err(Error::FailedPrecondition(format!("container {id} has no pid")));
+            return Err(Error::FailedPrecondition(format!(
+                "container {id} has no pid"
+            )));
         }
         let cg = containerd_shim::cgroup::get_cgroup(pid as u32)?;
         let any = if cg.v2() {
@@ -883,6 +898,7 @@ impl Task for Service {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

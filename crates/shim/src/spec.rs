@@ -117,6 +117,7 @@ pub fn read_options(bundle: &Path) -> Option<Options> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
@@ -146,7 +147,9 @@ mod tests {
         assert_eq!(r.root, "/x");
         assert!(r.systemd_cgroup);
         let bytes = o.write_to_bytes().unwrap();
-        let parsed = options_from_any("containerd.runc.v1.Options", &bytes).unwrap().unwrap();
+        let parsed = options_from_any("containerd.runc.v1.Options", &bytes)
+            .unwrap()
+            .unwrap();
         assert_eq!(parsed.binary_name, "crun");
         assert!(options_from_any("other.Type", &bytes).unwrap().is_none());
     }

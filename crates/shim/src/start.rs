@@ -90,12 +90,15 @@ fn spawn_server(flags: &Flags, bundle: &Path, address: &str, shim_cgroup: &str) 
         }
     }
     if UnixStream::connect(socket_path(address)).is_err() {
-        return Err(Error::Other(format!("shim server is not listening on {address}")));
+        return Err(Error::Other(format!(
+            "shim server is not listening on {address}"
+        )));
     }
     Ok(())
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -84,11 +84,7 @@ pub struct ProcessIo {
 }
 
 /// Builds the fds for a non-terminal process.
-pub fn open(
-    paths: &StdioPaths,
-    id: &str,
-    namespace: &str,
-) -> Result<(RuntimeIo, ProcessIo)> {
+pub fn open(paths: &StdioPaths, id: &str, namespace: &str) -> Result<(RuntimeIo, ProcessIo)> {
     let mut rio = RuntimeIo::default();
     let mut pio = ProcessIo::default();
     if !paths.stdin.is_empty() {
@@ -146,7 +142,9 @@ pub fn parse_binary_uri(uri: &str) -> Result<(String, Vec<String>)> {
         .ok_or_else(|| Error::InvalidArgument(format!("not a binary uri: {uri}")))?;
     let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
     if path.is_empty() {
-        return Err(Error::InvalidArgument(format!("binary uri without path: {uri}")));
+        return Err(Error::InvalidArgument(format!(
+            "binary uri without path: {uri}"
+        )));
     }
     let mut args = Vec::new();
     for pair in query.split('&').filter(|p| !p.is_empty()) {
@@ -225,11 +223,8 @@ pub struct ConsoleSocket {
 impl ConsoleSocket {
     pub fn new() -> Result<ConsoleSocket> {
         // Short path under /tmp: sun_path is limited to 108 bytes.
-        let dir = std::env::temp_dir().join(format!(
-            "berth-pty-{}-{}",
-            std::process::id(),
-            next_seq()
-        ));
+        let dir =
+            std::env::temp_dir().join(format!("berth-pty-{}-{}", std::process::id(), next_seq()));
         std::fs::create_dir_all(&dir).map_err(Error::io("console socket dir"))?;
         let path = dir.join("pty.sock");
         let listener = UnixListener::bind(&path).map_err(Error::io("bind console socket"))?;
@@ -250,7 +245,9 @@ impl ConsoleSocket {
                 Ok((stream, _)) => return recv_fd(&stream),
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
                     if gave_up() {
-                        return Err(Error::Runtime("runtime exited before sending the console".into()));
+                        return Err(Error::Runtime(
+                            "runtime exited before sending the console".into(),
+                        ));
                     }
                     std::thread::sleep(std::time::Duration::from_millis(5));
                 }
@@ -293,7 +290,9 @@ fn recv_fd(stream: &UnixStream) -> Result<File> {
             }
         }
     }
-    Err(Error::Runtime("console socket message carried no fd".into()))
+    Err(Error::Runtime(
+        "console socket message carried no fd".into(),
+    ))
 }
 
 /// Wires a pty master to the process's stdio paths. Returns the stdin closer.
@@ -334,6 +333,7 @@ pub fn resize(master: &File, width: u32, height: u32) -> Result<()> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
