@@ -177,9 +177,124 @@ pub fn unmount_all_under(dir: &Path) {
     }
 }
 
+/// Every process whose command line mentions `needle`, and all their descendants.
+fn process_trees(needle: &str) -> Vec<i32> {
+    let mut parent = std::collections::HashMap::new();
+    let mut roots = Vec::new();
+    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|p| p.parse::<i32>().ok()) else {
+            continue;
+        };
+        if let Ok(stat) = std::fs::read_to_string(e.path().join("stat")) {
+            // pid (comm) state ppid ...: comm may hold spaces, so split after the last ')'.
+            if let Some(ppid) = stat
+                .rsplit_once(')')
+                .and_then(|(_, r)| r.split_whitespace().nth(1))
+            {
+                parent.insert(pid, ppid.parse::<i32>().unwrap_or(0));
+            }
+        }
+        let cmd = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
+        if String::from_utf8_lossy(&cmd)
+            .replace('\0', " ")
+            .contains(needle)
+        {
+            roots.push(pid);
+        }
+    }
+    let mut out = roots.clone();
+    let mut i = 0;
+    while i < out.len() {
+        let p = out[i];
+        out.extend(parent.iter().filter(|(_, &pp)| pp == p).map(|(&c, _)| c));
+        i += 1;
+    }
+    out
+}
+
+/// The ttrpc sockets (`-socket unix://...`) of the shims started for `daemon_socket`.
+fn shim_sockets(daemon_socket: &str) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let cmd = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
+        let args: Vec<String> = cmd
+            .split(|b| *b == 0)
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect();
+        if !args.iter().any(|a| a == daemon_socket) {
+            continue;
+        }
+        if let Some(i) = args.iter().position(|a| a == "-socket") {
+            if let Some(path) = args.get(i + 1).and_then(|a| a.strip_prefix("unix://")) {
+                out.push(PathBuf::from(path));
+            }
+        }
+    }
+    out
+}
+
+impl Berthd {
+    /// A namespace no other test uses (runc state and cgroups are keyed by namespace and id).
+    pub fn unique_ns(&self) -> String {
+        let name = self
+            .dir
+            .path()
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or("e2e");
+        name.trim_start_matches("berth-")
+            .chars()
+            .filter(|c| c.is_ascii_alphanumeric() || *c == '-')
+            .collect()
+    }
+
+    /// Tasks outlive berthd by design; a test's do not outlive the test.
+    fn remove_tasks(&self) {
+        for socket in shim_sockets(self.socket().to_str().unwrap_or("")) {
+            let _ = std::fs::remove_file(socket);
+        }
+        for pid in process_trees(self.socket().to_str().unwrap_or("")) {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+        let runtime = self.state().join("runtime");
+        for ns in std::fs::read_dir(&runtime).into_iter().flatten().flatten() {
+            let ns_name = ns.file_name().to_string_lossy().into_owned();
+            for task in std::fs::read_dir(ns.path()).into_iter().flatten().flatten() {
+                let id = task.file_name().to_string_lossy().into_owned();
+                let _ = Command::new("runc")
+                    .arg("--root")
+                    .arg(format!("/run/containerd/runc/{ns_name}"))
+                    .args(["delete", "--force", &id])
+                    .output();
+                for ctl in std::fs::read_dir("/sys/fs/cgroup")
+                    .into_iter()
+                    .flatten()
+                    .flatten()
+                {
+                    let _ = std::fs::remove_dir(ctl.path().join(&ns_name).join(&id));
+                }
+            }
+            if ns_name != "default" {
+                let _ = std::fs::remove_dir(format!("/run/containerd/runc/{ns_name}"));
+                for ctl in std::fs::read_dir("/sys/fs/cgroup")
+                    .into_iter()
+                    .flatten()
+                    .flatten()
+                {
+                    let _ = std::fs::remove_dir(ctl.path().join(&ns_name));
+                }
+            }
+        }
+    }
+}
+
 impl Drop for Berthd {
     fn drop(&mut self) {
         self.kill9();
+        self.remove_tasks();
         unmount_all_under(self.dir.path());
         if std::thread::panicking() {
             eprintln!(

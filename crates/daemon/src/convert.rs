@@ -117,3 +117,64 @@ pub fn mount_from_pb(m: pbt::Mount) -> berth_snapshot::Mount {
 pub fn mounts_to_pb(ms: Vec<berth_snapshot::Mount>) -> Vec<pbt::Mount> {
     ms.into_iter().map(mount_to_pb).collect()
 }
+
+pub fn any_to_blob(a: prost_types::Any) -> berth_store::AnyBlob {
+    berth_store::AnyBlob {
+        type_url: a.type_url,
+        value: a.value,
+    }
+}
+
+pub fn blob_to_any(b: berth_store::AnyBlob) -> prost_types::Any {
+    prost_types::Any {
+        type_url: b.type_url,
+        value: b.value,
+    }
+}
+
+pub fn container_to_pb(c: berth_store::Container) -> pb::Container {
+    pb::Container {
+        id: c.id,
+        labels: c.labels,
+        image: c.image,
+        runtime: Some(pb::container::Runtime {
+            name: c.runtime.name,
+            options: c.runtime.options.map(blob_to_any),
+        }),
+        spec: c.spec.map(blob_to_any),
+        snapshotter: c.snapshotter,
+        snapshot_key: c.snapshot_key,
+        created_at: ts(c.created_at),
+        updated_at: ts(c.updated_at),
+        extensions: c
+            .extensions
+            .into_iter()
+            .map(|(k, v)| (k, blob_to_any(v)))
+            .collect(),
+        sandbox: c.sandbox,
+    }
+}
+
+pub fn container_from_pb(c: pb::Container) -> berth_store::Container {
+    let runtime = c.runtime.unwrap_or_default();
+    berth_store::Container {
+        id: c.id,
+        labels: c.labels,
+        image: c.image,
+        runtime: berth_store::Runtime {
+            name: runtime.name,
+            options: runtime.options.map(any_to_blob),
+        },
+        spec: c.spec.map(any_to_blob),
+        snapshotter: c.snapshotter,
+        snapshot_key: c.snapshot_key,
+        created_at: from_ts(c.created_at),
+        updated_at: from_ts(c.updated_at),
+        extensions: c
+            .extensions
+            .into_iter()
+            .map(|(k, v)| (k, any_to_blob(v)))
+            .collect(),
+        sandbox: c.sandbox,
+    }
+}

@@ -17,6 +17,7 @@ pub struct Daemon {
     pub default_snapshotter: String,
     pub events: Exchange,
     pub gc: Gc,
+    pub tasks: Arc<berth_runtime::TaskManager>,
     pub uuid: String,
     pub root: PathBuf,
 }

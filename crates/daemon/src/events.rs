@@ -85,3 +85,10 @@ impl berth_store::filters::Adaptor for EnvelopeFields<'_> {
         }
     }
 }
+
+/// Shims publish through the task manager's events socket; their envelopes join the exchange.
+impl berth_runtime::EventSink for Exchange {
+    fn publish(&self, namespace: &str, topic: &str, event: Any) {
+        self.publish_any(namespace, topic, Some(event));
+    }
+}

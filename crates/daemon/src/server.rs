@@ -33,11 +33,16 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
 
     let root = cfg.root.clone();
     let (store, snapshotters) = tokio::task::spawn_blocking(move || open_backends(&root)).await??;
+    let events = Exchange::default();
+    let tasks = berth_runtime::TaskManager::new(runtime_config(&cfg)?, Arc::new(events.clone()))
+        .await
+        .context("start the task manager")?;
     let daemon = Arc::new(Daemon {
         store,
         snapshotters,
         default_snapshotter: cfg.snapshotter.clone(),
-        events: Exchange::default(),
+        events,
+        tasks,
         gc: Gc::new(Duration::from_millis(cfg.gc_delay_ms)),
         uuid: server_uuid(&cfg.root)?,
         root: cfg.root.clone(),
@@ -48,6 +53,17 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
             cfg.snapshotter,
             daemon.snapshotters.keys()
         );
+    }
+    // Tasks outlive the daemon: find them before serving anyone.
+    let recovered = daemon.tasks.recover().await.context("recover tasks")?;
+    tracing::info!(
+        reconnected = recovered.reconnected.len(),
+        stopped = recovered.stopped.len(),
+        cleaned = recovered.cleaned.len(),
+        "tasks recovered"
+    );
+    for e in &recovered.errors {
+        tracing::warn!(error = %e, "task recovery");
     }
     crate::gc::spawn_collector(daemon.clone());
     // Whatever a crash left unreferenced goes now.
@@ -85,9 +101,15 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
             svc.clone(),
         ))
         .add_service(srv::diff::diff_server::DiffServer::new(svc.clone()))
+        .add_service(
+            srv::containers::containers_server::ContainersServer::new(svc.clone())
+                .max_decoding_message_size(MAX_MESSAGE),
+        )
+        .add_service(srv::tasks::tasks_server::TasksServer::new(svc.clone()))
         .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown_signal())
         .await;
     let _ = fs::remove_file(&cfg.address);
+    let _ = fs::remove_file(&daemon.tasks.config().ttrpc_address);
     tracing::info!("berthd stopped");
     result.context("serve gRPC")
 }
@@ -100,6 +122,23 @@ fn request_span(req: &tonic::codegen::http::Request<()>) -> tracing::Span {
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
     tracing::info_span!("rpc", method = %req.uri().path(), ns = %ns)
+}
+
+/// Where tasks live: bundles under the state dir, shims found beside berthd first, then on PATH.
+fn runtime_config(cfg: &Config) -> anyhow::Result<berth_runtime::RuntimeConfig> {
+    let exe = std::env::current_exe().context("locate berthd")?;
+    let mut ttrpc = cfg.address.clone().into_os_string();
+    ttrpc.push(".ttrpc");
+    Ok(berth_runtime::RuntimeConfig {
+        state_dir: cfg.state.join("runtime"),
+        root_dir: cfg.root.join("runtime"),
+        address: cfg.address.clone(),
+        ttrpc_address: ttrpc.into(),
+        shim_dirs: exe
+            .parent()
+            .map(|d| vec![d.to_path_buf()])
+            .unwrap_or_default(),
+    })
 }
 
 type Backends = (

@@ -36,6 +36,21 @@ pub fn from_diff(e: berth_diff::Error) -> Status {
     Status::new(code, e.to_string())
 }
 
+pub fn from_runtime(e: berth_runtime::Error) -> Status {
+    use berth_runtime::ErrorKind as K;
+    let code = match e.kind() {
+        K::NotFound => Code::NotFound,
+        K::AlreadyExists => Code::AlreadyExists,
+        K::FailedPrecondition => Code::FailedPrecondition,
+        K::InvalidArgument => Code::InvalidArgument,
+        K::Unimplemented => Code::Unimplemented,
+        K::Unavailable => Code::Unavailable,
+        K::Unknown => Code::Unknown,
+        K::Internal => Code::Internal,
+    };
+    Status::new(code, e.message())
+}
+
 /// A blocking task that panicked or was cancelled.
 pub fn from_join(e: tokio::task::JoinError) -> Status {
     Status::internal(format!("worker failed: {e}"))
@@ -60,5 +75,11 @@ impl<T> IntoStatus<T> for Result<T, berth_snapshot::Error> {
 impl<T> IntoStatus<T> for Result<T, berth_diff::Error> {
     fn status(self) -> Result<T, Status> {
         self.map_err(from_diff)
+    }
+}
+
+impl<T> IntoStatus<T> for Result<T, berth_runtime::Error> {
+    fn status(self) -> Result<T, Status> {
+        self.map_err(from_runtime)
     }
 }

@@ -1,5 +1,6 @@
 //! containerd's gRPC services, thin over the store, snapshotters and differ.
 
+pub mod containers;
 pub mod content;
 pub mod diff;
 pub mod events;
@@ -8,6 +9,7 @@ pub mod introspection;
 pub mod leases;
 pub mod namespaces;
 pub mod snapshots;
+pub mod tasks;
 pub mod version;
 
 use std::sync::Arc;
