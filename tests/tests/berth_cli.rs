@@ -263,3 +263,90 @@ fn unknown_layer_media_type_records_nothing() {
         "application/vnd.example.layer",
     );
 }
+
+#[test]
+fn run_exec_and_remove_through_berthd() {
+    let images = test_images();
+    let d = Berthd::start();
+    let ns = d.unique_ns();
+    d.berth(
+        &ns,
+        &[
+            "image",
+            "import",
+            images.join("busybox-oci.tar").to_str().expect("path"),
+        ],
+    )
+    .ok();
+    let shim = "io.containerd.berth.v2";
+    let run = d.berth(
+        &ns,
+        &[
+            "run",
+            "--rm",
+            "--runtime",
+            shim,
+            "docker.io/library/busybox:latest",
+            "once",
+            "sh",
+            "-c",
+            "echo hi; echo oops >&2; exit 7",
+        ],
+    );
+    assert_eq!(run.code, Some(7), "{} {}", run.stdout, run.stderr);
+    assert_eq!(run.stdout.trim(), "hi");
+    assert!(run.stderr.contains("oops"), "{}", run.stderr);
+
+    d.berth(
+        &ns,
+        &[
+            "run",
+            "-d",
+            "--runtime",
+            shim,
+            "--env",
+            "GREETING=hello",
+            "docker.io/library/busybox:latest",
+            "svc",
+            "sleep",
+            "1000",
+        ],
+    )
+    .ok();
+    let ls = d.berth(&ns, &["task", "ls"]).ok();
+    assert!(
+        ls.stdout
+            .lines()
+            .any(|l| l.starts_with("svc") && l.contains("RUNNING")),
+        "{}",
+        ls.stdout
+    );
+    let exec = d.berth(
+        &ns,
+        &[
+            "task",
+            "exec",
+            "--exec-id",
+            "e1",
+            "svc",
+            "sh",
+            "-c",
+            "echo $GREETING; exit 5",
+        ],
+    );
+    assert_eq!(exec.code, Some(5), "{}", exec.stderr);
+    assert_eq!(exec.stdout.trim(), "hello");
+    d.berth(&ns, &["task", "kill", "-s", "SIGKILL", "svc"]).ok();
+    wait_until("stopped", || {
+        d.berth(&ns, &["task", "ls"])
+            .ok()
+            .stdout
+            .contains("STOPPED")
+    });
+    d.berth(&ns, &["container", "rm", "svc"]).ok();
+    assert!(!d
+        .berth(&ns, &["container", "ls"])
+        .ok()
+        .stdout
+        .contains("svc"));
+}

@@ -83,6 +83,20 @@ impl Tasks for Service {
                 Status::failed_precondition(format!("container {:?} has no spec", container.id))
             })?
             .value;
+        // Refuse garbage here, with a clear code, rather than as a runtime failure inside the shim.
+        match serde_json::from_slice::<serde_json::Value>(&spec) {
+            Ok(serde_json::Value::Object(_)) => {}
+            Ok(_) => {
+                return Err(Status::invalid_argument(
+                    "container spec must be a JSON object (OCI runtime spec)",
+                ))
+            }
+            Err(e) => {
+                return Err(Status::invalid_argument(format!(
+                    "container spec is not valid JSON: {e}"
+                )))
+            }
+        }
         let mut rootfs: Vec<_> = req
             .rootfs
             .into_iter()
