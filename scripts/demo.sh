@@ -1,6 +1,6 @@
 #!/bin/sh
 # berth's main job, end to end: build, start berthd on a temporary root, import a busybox image
-# built offline, show it, stop. Run as root on Debian 12.
+# built offline, run a container from it with berth's own shim, stop. Run as root on Debian 12.
 set -eu
 cd "$(dirname "$0")/.."
 ./scripts/install-deps.sh
@@ -29,5 +29,9 @@ $B version
 $B image import "$IMAGES/busybox-oci.tar"
 $B image ls
 $B snapshot ls
+echo "--- a container from it, through berth's shim driving runc:"
+$B run --rm --runtime io.containerd.berth.v2 docker.io/library/busybox:latest demo-$$ \
+    sh -c 'echo "hello from a berth container: $(uname -sr), pid $$"'
 echo "--- the same daemon through containerd's ctr:"
 ctr --address "$WORK/berth.sock" images ls
+ctr --address "$WORK/berth.sock" run --rm --runtime io.containerd.berth.v2 docker.io/library/busybox:latest ctr-demo-$$ uname -a
