@@ -56,15 +56,24 @@ EOT
 ns_of() { [ "$1" = berthd ] && echo bb || echo cb; }
 rt_of() { [ "$1" = berthd ] && echo io.containerd.berth.v2 || echo io.containerd.runc.v2; }
 
-# RSS and PSS (kB) of a daemon and every shim it started.
+# The shims started for the daemon serving socket $1 (their command line names it).
+shim_pids() {
+    for f in /proc/[0-9]*/cmdline; do
+        c=$(tr '\0' ' ' <"$f" 2>/dev/null) || continue
+        case "$c" in
+            *containerd-shim*"$1"*) p=${f#/proc/}; echo "${p%/cmdline}" ;;
+        esac
+    done
+}
+
+# RSS and PSS (kB) of a daemon and every shim it started, the shims' RSS alone, and their count.
 mem_of() { # daemon-pid sock
-    pids="$1 $(grep -l -- "$2" /proc/[0-9]*/cmdline 2>/dev/null | grep -v "/proc/$$/" | sed 's|/proc/\([0-9]*\)/cmdline|\1|' | while read p; do grep -q containerd-shim "/proc/$p/cmdline" 2>/dev/null && echo "$p"; done)"
     rss=0; pss=0; shim_rss=0; n=0
-    for p in $pids; do
-        r=$(awk '/^VmRSS/ {print $2}' "/proc/$p/status" 2>/dev/null || echo 0)
-        s=$(awk '/^Pss:/ {print $2}' "/proc/$p/smaps_rollup" 2>/dev/null || echo 0)
-        rss=$((rss + r)); pss=$((pss + s))
-        if [ "$p" != "$1" ]; then shim_rss=$((shim_rss + r)); n=$((n + 1)); fi
+    for p in $1 $(shim_pids "$2"); do
+        r=$(awk '/^VmRSS/ {print $2}' "/proc/$p/status" 2>/dev/null) || r=0
+        s=$(awk '/^Pss:/ {print $2}' "/proc/$p/smaps_rollup" 2>/dev/null) || s=0
+        rss=$((rss + ${r:-0})); pss=$((pss + ${s:-0}))
+        if [ "$p" != "$1" ]; then shim_rss=$((shim_rss + ${r:-0})); n=$((n + 1)); fi
     done
     echo "$rss $pss $shim_rss $n"
 }
