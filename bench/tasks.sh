@@ -18,9 +18,15 @@ IMAGES=${BERTH_TEST_IMAGES:-/tmp/berth-bench-testimages}
 IMG=docker.io/library/busybox:latest
 
 cleanup() {
+    # Tasks outlive their daemon: end the shims this run started (by the sockets they name).
+    for d in "$WORK"/*/; do
+        [ -d "$d" ] || continue
+        for p in $(shim_pids "${d}sock"); do kill -9 "$p" 2>/dev/null || true; done
+    done
     for ns in bb cb; do
         for id in $(ls "/run/containerd/runc/$ns" 2>/dev/null); do runc --root "/run/containerd/runc/$ns" delete --force "$id" 2>/dev/null || true; done
         rmdir "/run/containerd/runc/$ns" 2>/dev/null || true
+        for c in /sys/fs/cgroup/*/; do rmdir "$c$ns"/* "$c$ns" 2>/dev/null || true; done
     done
     for p in $PIDS; do kill "$p" 2>/dev/null || true; done
     sleep 0.5

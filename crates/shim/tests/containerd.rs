@@ -160,6 +160,12 @@ impl Drop for Containerd {
             let _ = Command::new("umount").arg("-l").arg(&m).status();
         }
         let _ = std::fs::remove_dir_all(&self.dir);
+        // runc made `/default` cgroup parents for our containers; empty ones go (busy ones stay).
+        if let Ok(ctls) = std::fs::read_dir("/sys/fs/cgroup") {
+            for ctl in ctls.flatten() {
+                let _ = std::fs::remove_dir(ctl.path().join("default"));
+            }
+        }
     }
 }
 

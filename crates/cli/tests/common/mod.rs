@@ -151,6 +151,13 @@ impl Containerd {
         for c in list("container", "container") {
             let _ = self.berth(ns, &["container", "rm", &c]);
         }
+        // The runc shim keeps per-namespace state and cgroup directories; they are ours to remove.
+        let _ = std::fs::remove_dir(format!("/run/containerd/runc/{ns}"));
+        if let Ok(ctls) = std::fs::read_dir("/sys/fs/cgroup") {
+            for ctl in ctls.flatten() {
+                let _ = std::fs::remove_dir(ctl.path().join(ns));
+            }
+        }
     }
 }
 
