@@ -6,6 +6,7 @@
 pub mod client;
 pub mod daemon;
 pub mod oci;
+pub mod registry;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
