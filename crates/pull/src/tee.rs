@@ -1,0 +1,179 @@
+//! The pipe between a layer's download and its streaming apply.
+//!
+//! The download never waits for the apply: chunks are queued up to a byte budget. When the
+//! apply cannot keep up (it may still be waiting for the layer below), or when the download
+//! cannot provide every byte in order (it resumed a partial ingest from an earlier pull), the
+//! pipe is *detached*; the reader then waits for the blob to be committed and continues from
+//! the committed file at the position it had reached. Either way the apply sees exactly the
+//! blob's bytes, once, in order.
+
+use std::fs::File;
+use std::io::{self, Read, Seek, SeekFrom};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use bytes::{Buf, Bytes};
+use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
+
+/// Bytes one layer may hold in memory while its apply has not caught up.
+pub(crate) const BUDGET: usize = 32 << 20;
+
+enum Chunk {
+    Data(Bytes),
+    /// Read the rest from the committed blob.
+    Detached,
+    /// Every byte has been sent.
+    End,
+}
+
+pub(crate) struct TeeSender {
+    tx: Option<UnboundedSender<Chunk>>,
+    queued: Arc<AtomicUsize>,
+    budget: usize,
+}
+
+/// Opens the committed blob once the download has committed it (blocking).
+pub(crate) type OpenCommitted = Box<dyn FnOnce() -> io::Result<File> + Send>;
+
+pub(crate) struct TeeReader {
+    rx: UnboundedReceiver<Chunk>,
+    queued: Arc<AtomicUsize>,
+    cur: Bytes,
+    pos: u64,
+    file: Option<File>,
+    open: Option<OpenCommitted>,
+    done: bool,
+}
+
+pub(crate) fn pipe(budget: usize, open: OpenCommitted) -> (TeeSender, TeeReader) {
+    let (tx, rx) = unbounded_channel();
+    let queued = Arc::new(AtomicUsize::new(0));
+    (
+        TeeSender {
+            tx: Some(tx),
+            queued: queued.clone(),
+            budget,
+        },
+        TeeReader {
+            rx,
+            queued,
+            cur: Bytes::new(),
+            pos: 0,
+            file: None,
+            open: Some(open),
+            done: false,
+        },
+    )
+}
+
+impl TeeSender {
+    /// Queues a copy of `data` (cheap: `Bytes` is shared), or detaches when over budget.
+    pub fn send(&mut self, data: &Bytes) {
+        let Some(tx) = &self.tx else { return };
+        let queued = self.queued.load(Ordering::Acquire);
+        if queued + data.len() > self.budget {
+            self.detach();
+            return;
+        }
+        self.queued.fetch_add(data.len(), Ordering::AcqRel);
+        if tx.send(Chunk::Data(data.clone())).is_err() {
+            // The apply is gone (failed or not needed): stop copying.
+            self.tx = None;
+        }
+    }
+
+    pub fn detach(&mut self) {
+        if let Some(tx) = self.tx.take() {
+            let _ = tx.send(Chunk::Detached);
+        }
+    }
+
+    pub fn finish(&mut self) {
+        if let Some(tx) = self.tx.take() {
+            let _ = tx.send(Chunk::End);
+        }
+    }
+}
+
+impl TeeReader {
+    fn switch_to_file(&mut self) -> io::Result<()> {
+        let open = self
+            .open
+            .take()
+            .ok_or_else(|| io::Error::other("layer stream detached twice"))?;
+        let mut f = open()?;
+        f.seek(SeekFrom::Start(self.pos))?;
+        self.file = Some(f);
+        Ok(())
+    }
+}
+
+impl Read for TeeReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        loop {
+            if buf.is_empty() || self.done {
+                return Ok(0);
+            }
+            if let Some(f) = &mut self.file {
+                let n = f.read(buf)?;
+                self.pos += n as u64;
+                return Ok(n);
+            }
+            if !self.cur.is_empty() {
+                let n = self.cur.len().min(buf.len());
+                buf[..n].copy_from_slice(&self.cur[..n]);
+                self.cur.advance(n);
+                self.pos += n as u64;
+                return Ok(n);
+            }
+            match self.rx.blocking_recv() {
+                Some(Chunk::Data(b)) => {
+                    self.queued.fetch_sub(b.len(), Ordering::AcqRel);
+                    self.cur = b;
+                }
+                Some(Chunk::Detached) => self.switch_to_file()?,
+                Some(Chunk::End) => self.done = true,
+                None => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "layer download stopped",
+                    ))
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    #[test]
+    fn detach_continues_from_file_at_position() {
+        let mut tmp = tempfile::NamedTempFile::new().expect("tmp");
+        tmp.write_all(b"hello world").expect("write");
+        let path = tmp.path().to_path_buf();
+        let (mut tx, mut rx) = pipe(6, Box::new(move || File::open(path)));
+        tx.send(&Bytes::from_static(b"hello"));
+        // Over budget: detaches; the reader continues from the file at offset 5.
+        tx.send(&Bytes::from_static(b" world"));
+        let mut out = String::new();
+        rx.read_to_string(&mut out).expect("read");
+        assert_eq!(out, "hello world");
+    }
+
+    #[test]
+    fn end_and_abort() {
+        let (mut tx, mut rx) = pipe(100, Box::new(|| Err(io::Error::other("unused"))));
+        tx.send(&Bytes::from_static(b"abc"));
+        tx.finish();
+        let mut out = Vec::new();
+        rx.read_to_end(&mut out).expect("read");
+        assert_eq!(out, b"abc");
+
+        let (tx, mut rx) = pipe(100, Box::new(|| Err(io::Error::other("unused"))));
+        drop(tx);
+        assert!(rx.read_to_end(&mut Vec::new()).is_err());
+    }
+}

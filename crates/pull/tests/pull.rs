@@ -1,0 +1,408 @@
+//! End-to-end pulls from a layout fetcher into a real store and overlay snapshotter.
+
+mod support;
+
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use berth_image::{chain_id, media_types as mt, Digest, Platform, PlatformMatcher};
+use berth_pull::{pull, ErrorKind, Progress, PullOptions};
+use berth_store::Filter;
+use bytes::Bytes;
+use support::{gzip, noise, tar_of, zstd, Entry, Env, LayoutFetcher};
+
+const NS: &str = "pulltest";
+const BUSYBOX: &str = "docker.io/library/busybox:latest";
+
+fn all() -> Filter {
+    Filter::all()
+}
+
+fn assert_clean(env: &Env) {
+    assert!(
+        env.store.lease_list(NS, &all()).expect("leases").is_empty(),
+        "lease left"
+    );
+    assert!(
+        env.store
+            .ingest_list(NS, &all())
+            .expect("ingests")
+            .is_empty(),
+        "ingest left"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pull_busybox_from_layout() {
+    let env = Env::new();
+    let f = LayoutFetcher::from_layout(std::path::Path::new("/work/testimages/oci"));
+    let events = Mutex::new(Vec::new());
+    let image = pull(
+        env.store.clone(),
+        env.sn.clone(),
+        NS,
+        &f,
+        BUSYBOX,
+        &PullOptions::default(),
+        |p| events.lock().expect("lock").push(p),
+    )
+    .await
+    .expect("pull");
+    assert_eq!(image.name, BUSYBOX);
+    assert_eq!(
+        env.store
+            .image_get(NS, BUSYBOX)
+            .expect("image")
+            .target
+            .digest,
+        image.target.digest
+    );
+
+    // Every blob is stored, verified and labelled for GC.
+    let mdesc = f.refs.lock().expect("lock")[BUSYBOX].clone();
+    let body = f.blobs.lock().expect("lock")[&mdesc.digest].clone();
+    let manifest = berth_image::manifest::parse_manifest(&body).expect("manifest");
+    let minfo = env
+        .store
+        .content_info(NS, &mdesc.digest.to_string())
+        .expect("manifest stored");
+    assert_eq!(
+        minfo.labels["containerd.io/gc.ref.content.config"],
+        manifest.config.digest.to_string()
+    );
+    let cbody = f.blobs.lock().expect("lock")[&manifest.config.digest].clone();
+    let config = berth_image::manifest::parse_config(&cbody).expect("config");
+    let top = chain_id(&config.rootfs.diff_ids).expect("chain");
+    let cinfo = env
+        .store
+        .content_info(NS, &manifest.config.digest.to_string())
+        .expect("config stored");
+    assert_eq!(
+        cinfo.labels["containerd.io/gc.ref.snapshot.overlayfs"],
+        top.to_string()
+    );
+    for (l, diff) in manifest.layers.iter().zip(&config.rootfs.diff_ids) {
+        let info = env
+            .store
+            .content_info(NS, &l.digest.to_string())
+            .expect("layer stored");
+        assert_eq!(info.labels["containerd.io/uncompressed"], diff.to_string());
+        let (mut file, _) = env
+            .store
+            .content_open(NS, &l.digest.to_string())
+            .expect("open");
+        let mut bytes = Vec::new();
+        std::io::Read::read_to_end(&mut file, &mut bytes).expect("read");
+        assert_eq!(Digest::of(&bytes), l.digest);
+    }
+
+    // The chain is committed and mountable.
+    let info = env.sn.stat(&format!("{NS}/{top}")).expect("top snapshot");
+    assert_eq!(info.kind, berth_snapshot::Kind::Committed);
+    env.with_view(NS, &top.to_string(), |root| {
+        assert!(
+            root.join("bin/busybox").is_file(),
+            "bin/busybox in the view"
+        );
+    });
+
+    let events = events.into_inner().expect("lock");
+    assert!(matches!(events.first(), Some(Progress::Resolved { .. })));
+    assert!(matches!(events.last(), Some(Progress::Done { .. })));
+    assert!(events
+        .iter()
+        .any(|e| matches!(e, Progress::Unpacked { .. })));
+    assert_clean(&env);
+}
+
+fn whiteout_image(f: &LayoutFetcher) -> (Vec<Digest>, berth_image::Descriptor) {
+    let l1 = tar_of(&[
+        Entry::Dir("a/"),
+        Entry::File("a/x", b"x"),
+        Entry::File("a/y", b"y"),
+        Entry::File("b", b"b"),
+        Entry::Dir("c/"),
+        Entry::File("c/z", b"z"),
+    ]);
+    let l2 = tar_of(&[
+        Entry::Dir("a/"),
+        Entry::File("a/.wh.x", b""),
+        Entry::File(".wh.b", b""),
+        Entry::Dir("c/"),
+        Entry::File("c/.wh..wh..opq", b""),
+        Entry::File("c/new", b"new"),
+    ]);
+    let l3 = tar_of(&[Entry::File("top", b"3")]);
+    let diffs = vec![Digest::of(&l1), Digest::of(&l2), Digest::of(&l3)];
+    let m = f.add_image(
+        "amd64",
+        &[
+            (gzip(&l1), mt::OCI_LAYER_GZIP, l1.clone()),
+            (zstd(&l2), mt::OCI_LAYER_ZSTD, l2.clone()),
+            (l3.clone(), mt::OCI_LAYER, l3.clone()),
+        ],
+    );
+    (diffs, m)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn multi_layer_whiteouts_merge() {
+    let env = Env::new();
+    let f = LayoutFetcher::default();
+    let (diffs, m) = whiteout_image(&f);
+    f.add_ref("example.com/wh:1", m);
+    pull(
+        env.store.clone(),
+        env.sn.clone(),
+        NS,
+        &f,
+        "example.com/wh:1",
+        &PullOptions::default(),
+        |_| {},
+    )
+    .await
+    .expect("pull");
+    let top = chain_id(&diffs).expect("chain");
+    env.with_view(NS, &top.to_string(), |root| {
+        assert!(root.join("a/y").is_file());
+        assert!(!root.join("a/x").exists(), "a/x whited out");
+        assert!(!root.join("b").exists(), "b whited out");
+        assert!(!root.join("c/z").exists(), "c is opaque");
+        assert_eq!(std::fs::read(root.join("c/new")).expect("c/new"), b"new");
+        assert_eq!(std::fs::read(root.join("top")).expect("top"), b"3");
+    });
+    assert_clean(&env);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn index_picks_platform() {
+    let env = Env::new();
+    let f = LayoutFetcher::default();
+    let amd_tar = tar_of(&[Entry::File("arch", b"amd64")]);
+    let arm_tar = tar_of(&[Entry::File("arch", b"arm64")]);
+    let amd = f.add_image(
+        "amd64",
+        &[(gzip(&amd_tar), mt::OCI_LAYER_GZIP, amd_tar.clone())],
+    );
+    let arm = f.add_image(
+        "arm64",
+        &[(gzip(&arm_tar), mt::OCI_LAYER_GZIP, arm_tar.clone())],
+    );
+    let index = f.add_index(vec![arm.clone(), amd.clone()]);
+    f.add_ref("example.com/multi:1", index.clone());
+
+    // Default: the host's (amd64) manifest, unpacked; arm64's never fetched.
+    let img = pull(
+        env.store.clone(),
+        env.sn.clone(),
+        NS,
+        &f,
+        "example.com/multi:1",
+        &PullOptions::default(),
+        |_| {},
+    )
+    .await
+    .expect("pull amd64");
+    assert_eq!(img.target.digest, index.digest.to_string());
+    assert!(!f.doc_requests.lock().expect("lock").contains(&arm.digest));
+    let amd_chain = Digest::of(&amd_tar).to_string();
+    env.with_view(NS, &amd_chain, |root| {
+        assert_eq!(std::fs::read(root.join("arch")).expect("arch"), b"amd64");
+    });
+    let idx = env
+        .store
+        .content_info(NS, &index.digest.to_string())
+        .expect("index");
+    assert_eq!(
+        idx.labels["containerd.io/gc.ref.content.m.1"],
+        amd.digest.to_string()
+    );
+
+    // Asked for arm64: fetched and stored, not unpacked on this host.
+    let opts = PullOptions {
+        platform: PlatformMatcher::new(Platform::new("linux", "arm64", "")),
+        ..PullOptions::default()
+    };
+    pull(
+        env.store.clone(),
+        env.sn.clone(),
+        NS,
+        &f,
+        "example.com/multi:1",
+        &opts,
+        |_| {},
+    )
+    .await
+    .expect("pull arm64");
+    assert!(env.store.content_info(NS, &arm.digest.to_string()).is_ok());
+    let arm_layer = Digest::of(&gzip(&arm_tar));
+    assert!(env.store.content_info(NS, &arm_layer.to_string()).is_ok());
+    let arm_chain = Digest::of(&arm_tar).to_string();
+    let err = env
+        .sn
+        .stat(&format!("{NS}/{arm_chain}"))
+        .expect_err("arm64 not unpacked");
+    assert_eq!(err.kind(), berth_snapshot::ErrorKind::NotFound);
+    assert_clean(&env);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broken_stream_resumes_from_offset() {
+    let env = Env::new();
+    let f = LayoutFetcher::default();
+    // Incompressible content so the blob is large enough to cut in the middle.
+    let big = noise(600_000, 7);
+    let t = tar_of(&[Entry::File("big", &big)]);
+    let layer = gzip(&t);
+    let layer_digest = Digest::of(&layer);
+    let m = f.add_image("amd64", &[(layer.clone(), mt::OCI_LAYER_GZIP, t.clone())]);
+    f.add_ref("example.com/big:1", m);
+    let cut = layer.len() as u64 / 2;
+    assert!(cut > 64 << 10, "layer large enough to cut mid-way");
+    f.cut_after
+        .lock()
+        .expect("lock")
+        .insert(layer_digest.clone(), cut);
+    pull(
+        env.store.clone(),
+        env.sn.clone(),
+        NS,
+        &f,
+        "example.com/big:1",
+        &PullOptions::default(),
+        |_| {},
+    )
+    .await
+    .expect("pull resumes");
+    let reqs = f.blob_requests.lock().expect("lock").clone();
+    let offsets: Vec<u64> = reqs
+        .iter()
+        .filter(|(d, _)| *d == layer_digest)
+        .map(|(_, o)| *o)
+        .collect();
+    assert_eq!(offsets.len(), 2, "one retry: {offsets:?}");
+    assert_eq!(offsets[0], 0);
+    // Batches are flushed before retrying, so the resume starts exactly at the cut.
+    assert_eq!(offsets[1], cut);
+    env.with_view(NS, &Digest::of(&t).to_string(), |root| {
+        assert_eq!(std::fs::read(root.join("big")).expect("big"), big);
+    });
+    assert_clean(&env);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_blob_is_digest_mismatch_and_leaves_nothing() {
+    let env = Env::new();
+    let f = LayoutFetcher::from_layout(std::path::Path::new("/work/testimages/oci"));
+    let mdesc = f.refs.lock().expect("lock")[BUSYBOX].clone();
+    let body = f.blobs.lock().expect("lock")[&mdesc.digest].clone();
+    let manifest = berth_image::manifest::parse_manifest(&body).expect("manifest");
+    let layer = manifest.layers[0].clone();
+    let mut evil = f.blobs.lock().expect("lock")[&layer.digest].to_vec();
+    let last = evil.len() - 1;
+    evil[last] ^= 0xff;
+    f.wrong
+        .lock()
+        .expect("lock")
+        .insert(layer.digest.clone(), Bytes::from(evil));
+    let err = pull(
+        env.store.clone(),
+        env.sn.clone(),
+        NS,
+        &f,
+        BUSYBOX,
+        &PullOptions::default(),
+        |_| {},
+    )
+    .await
+    .expect_err("wrong blob");
+    assert_eq!(err.kind(), ErrorKind::DigestMismatch, "{err}");
+    assert!(env.store.image_list(NS, &all()).expect("images").is_empty());
+    assert!(
+        env.store
+            .content_list(NS, &all())
+            .expect("content")
+            .is_empty(),
+        "nothing committed"
+    );
+    assert!(
+        env.sn.list().expect("snapshots").is_empty(),
+        "no snapshot left"
+    );
+    assert_clean(&env);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn downloads_are_bounded_and_repull_fetches_nothing() {
+    let env = Env::new();
+    let f = LayoutFetcher::default();
+    *f.chunk_delay.lock().expect("lock") = Duration::from_millis(20);
+    let mut layers = Vec::new();
+    for i in 0..5u32 {
+        let data = noise(100_000, i);
+        let name = format!("f{i}");
+        let t = tar_of(&[Entry::File(&name, &data)]);
+        layers.push((gzip(&t), mt::OCI_LAYER_GZIP, t));
+    }
+    let m = f.add_image("amd64", &layers);
+    f.add_ref("example.com/five:1", m);
+    let diffs: Vec<Digest> = layers.iter().map(|(_, _, t)| Digest::of(t)).collect();
+    pull(
+        env.store.clone(),
+        env.sn.clone(),
+        NS,
+        &f,
+        "example.com/five:1",
+        &PullOptions::default(),
+        |_| {},
+    )
+    .await
+    .expect("pull");
+    let max = f.max_in_flight.load(Ordering::SeqCst);
+    assert!(max <= 3, "at most 3 downloads in flight, saw {max}");
+    assert!(max >= 2, "downloads overlap, saw {max}");
+    env.with_view(NS, &chain_id(&diffs).expect("chain").to_string(), |root| {
+        for i in 0..5 {
+            assert!(root.join(format!("f{i}")).is_file());
+        }
+    });
+
+    let (blobs, docs) = (f.blob_request_count(), f.doc_request_count());
+    let second = Arc::new(Mutex::new(Vec::new()));
+    let s2 = second.clone();
+    pull(
+        env.store.clone(),
+        env.sn.clone(),
+        NS,
+        &f,
+        "example.com/five:1",
+        &PullOptions::default(),
+        move |p| s2.lock().expect("lock").push(p),
+    )
+    .await
+    .expect("re-pull");
+    assert_eq!(f.blob_request_count(), blobs, "no blob fetched again");
+    assert_eq!(f.doc_request_count(), docs, "no document fetched again");
+    assert_clean(&env);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_reference_is_not_found() {
+    let env = Env::new();
+    let f = LayoutFetcher::default();
+    let err = pull(
+        env.store.clone(),
+        env.sn.clone(),
+        NS,
+        &f,
+        "example.com/nope:1",
+        &PullOptions::default(),
+        |_| {},
+    )
+    .await
+    .expect_err("missing");
+    assert_eq!(err.kind(), ErrorKind::NotFound);
+    assert!(err.to_string().contains("example.com/nope:1"));
+    assert_clean(&env);
+}
