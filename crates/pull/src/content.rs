@@ -86,36 +86,60 @@ pub(crate) async fn put_doc(
     body: Bytes,
     labels: HashMap<String, String>,
 ) -> Result<()> {
-    let (store, ns, lease) = (ctx.store.clone(), ctx.ns.clone(), ctx.lease.clone());
     let digest = desc.digest.to_string();
-    let reference = format!("pull-{digest}");
-    ctx.track_ingest(&reference);
-    blocking(move || {
-        let size = i64::try_from(body.len())
-            .map_err(|_| Error::InvalidArgument(format!("{digest}: size overflow")))?;
-        match store.content_writer(&ns, &reference, size, Some(&digest), Some(&lease)) {
-            Ok(mut w) => {
-                if w.status()?.offset != 0 {
-                    // A stale partial write: start over (a write at 0 truncates).
-                    w.write(0, &[])?;
-                }
-                w.write(0, &body)?;
-                match w.commit(size, Some(&digest), labels.clone()) {
-                    Ok(_) => Ok(()),
-                    // Committed meanwhile by someone else: the record may predate our labels.
-                    Err(e) if e.kind() == berth_store::ErrorKind::AlreadyExists => {
-                        set_labels(&store, &ns, &digest, labels)
-                    }
-                    Err(e) => Err(e.into()),
-                }
+    for _ in 0..LOCK_TRIES {
+        let (store, ns, lease) = (ctx.store.clone(), ctx.ns.clone(), ctx.lease.clone());
+        let (d, b, l) = (digest.clone(), body.clone(), labels.clone());
+        match blocking(move || write_doc(&store, &ns, &lease, &d, &b, l)).await {
+            // Another pull is writing the same document right now: let it finish.
+            Err(e) if e.kind() == crate::error::ErrorKind::Unavailable => {
+                tokio::time::sleep(LOCK_POLL).await;
             }
-            Err(e) if e.kind() == berth_store::ErrorKind::AlreadyExists => {
-                set_labels(&store, &ns, &digest, labels)
-            }
-            Err(e) => Err(e.into()),
+            res => return res,
         }
-    })
-    .await
+    }
+    Err(Error::Unavailable(format!(
+        "{digest}: ingest locked by another writer"
+    )))
+}
+
+const LOCK_TRIES: u32 = 100;
+const LOCK_POLL: std::time::Duration = std::time::Duration::from_millis(100);
+
+fn write_doc(
+    store: &berth_store::Store,
+    ns: &str,
+    lease: &str,
+    digest: &str,
+    body: &[u8],
+    labels: HashMap<String, String>,
+) -> Result<()> {
+    let reference = format!("pull-{digest}");
+    let size = i64::try_from(body.len())
+        .map_err(|_| Error::InvalidArgument(format!("{digest}: size overflow")))?;
+    let mut w = match store.content_writer(ns, &reference, size, Some(digest), Some(lease)) {
+        Ok(w) => w,
+        Err(e) if e.kind() == berth_store::ErrorKind::AlreadyExists => {
+            return set_labels(store, ns, digest, labels)
+        }
+        Err(e) => return Err(e.into()),
+    };
+    // A write at 0 truncates whatever a crashed earlier attempt left.
+    let written = w.write(0, body).map_err(Error::from);
+    let res = written.and_then(|_| match w.commit(size, Some(digest), labels.clone()) {
+        Ok(_) => Ok(()),
+        // Committed meanwhile by someone else: the record may predate our labels.
+        Err(e) if e.kind() == berth_store::ErrorKind::AlreadyExists => {
+            set_labels(store, ns, digest, labels)
+        }
+        Err(e) => Err(e.into()),
+    });
+    if res.is_err() {
+        drop(w);
+        // Leave no ingest behind: the document is in memory and can be written again.
+        let _ = store.ingest_abort(ns, &reference);
+    }
+    res
 }
 
 /// Adds (or overwrites) `labels` on a stored blob, leaving its other labels alone.

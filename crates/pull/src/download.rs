@@ -21,6 +21,9 @@ const RETRIES: u32 = 3;
 const BACKOFF: Duration = Duration::from_millis(100);
 /// Bytes gathered before one blocking write.
 const BATCH: usize = 1 << 20;
+/// How long to wait for another pull writing the same blob.
+const LOCK_WAIT: Duration = Duration::from_secs(600);
+const LOCK_POLL: Duration = Duration::from_millis(100);
 
 /// Where a layer's download stands, for the apply waiting on it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -60,24 +63,7 @@ async fn download(
     let reference = format!("pull-{digest}");
     let size = i64::try_from(desc.size)
         .map_err(|_| Error::InvalidArgument(format!("layer {digest}: size overflow")))?;
-    ctx.track_ingest(&reference);
-
-    let (store, ns, lease, r, d) = (
-        ctx.store.clone(),
-        ctx.ns.clone(),
-        ctx.lease.clone(),
-        reference.clone(),
-        digest.clone(),
-    );
-    let opened =
-        blocking(
-            move || match store.content_writer(&ns, &r, size, Some(&d), Some(&lease)) {
-                Ok(w) => Ok(Some(w)),
-                Err(e) if e.kind() == berth_store::ErrorKind::AlreadyExists => Ok(None),
-                Err(e) => Err(e.into()),
-            },
-        )
-        .await?;
+    let opened = open_writer(ctx, &reference, size, &digest).await?;
     let Some(mut writer) = opened else {
         // Already stored (maybe for another namespace): only the labels are ours to add.
         set_labels(ctx, &digest, labels.clone()).await?;
@@ -148,6 +134,49 @@ async fn download(
     .await?;
     (ctx.progress)(Progress::LayerDone { digest });
     Ok(())
+}
+
+/// Opens the ingest (None: the blob is already stored). A concurrent pull of the same blob
+/// holds the ingest lock: wait for it to finish rather than fail, as containerd does.
+async fn open_writer(
+    ctx: &Ctx<'_>,
+    reference: &str,
+    size: i64,
+    digest: &str,
+) -> Result<Option<Writer>> {
+    let mut waited = Duration::ZERO;
+    loop {
+        let (store, ns, lease, r, d) = (
+            ctx.store.clone(),
+            ctx.ns.clone(),
+            ctx.lease.clone(),
+            reference.to_string(),
+            digest.to_string(),
+        );
+        let res =
+            blocking(
+                move || match store.content_writer(&ns, &r, size, Some(&d), Some(&lease)) {
+                    Ok(w) => Ok(Some(w)),
+                    Err(e) if e.kind() == berth_store::ErrorKind::AlreadyExists => Ok(None),
+                    Err(e) => Err(e.into()),
+                },
+            )
+            .await;
+        match res {
+            Ok(w) => {
+                if w.is_some() {
+                    // Only ingests we hold are ours to abort if the pull fails.
+                    ctx.track_ingest(reference);
+                }
+                return Ok(w);
+            }
+            Err(e) if e.kind() == crate::error::ErrorKind::Unavailable && waited < LOCK_WAIT => {
+                tokio::time::sleep(LOCK_POLL).await;
+                waited += LOCK_POLL;
+            }
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 async fn retry_or_fail(attempt: &mut u32, e: Error, digest: &str) -> Result<()> {

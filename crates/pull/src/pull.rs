@@ -99,13 +99,26 @@ struct Fetched {
 }
 
 async fn run(ctx: &Ctx<'_>, reference: &str, opts: &PullOptions) -> Result<Image> {
-    let (name, root) = ctx.fetcher.resolve(reference).await?;
+    let (name, mut root) = ctx.fetcher.resolve(reference).await?;
     (ctx.progress)(Progress::Resolved {
         name: name.clone(),
         digest: root.digest.to_string(),
     });
     let root_body = fetch_doc(ctx, &root).await?;
     let doc = Document::parse(&root.media_type, &root_body)?;
+    if root.media_type.is_empty() {
+        // Some layouts omit it; the image record needs one.
+        root.media_type = match &doc {
+            Document::Index(i) => i
+                .media_type
+                .clone()
+                .unwrap_or(media_types::OCI_INDEX.into()),
+            Document::Manifest(m) => m
+                .media_type
+                .clone()
+                .unwrap_or(media_types::OCI_MANIFEST.into()),
+        };
+    }
 
     // Which manifests to fetch, and which one (if any) to unpack.
     let (index, wanted, unpack_digest) = match &doc {

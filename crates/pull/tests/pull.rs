@@ -406,3 +406,144 @@ async fn unknown_reference_is_not_found() {
     assert!(err.to_string().contains("example.com/nope:1"));
     assert_clean(&env);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn layer_applies_while_it_downloads() {
+    let env = Env::new();
+    let f = LayoutFetcher::default();
+    let big = noise(3 << 20, 11);
+    let t = tar_of(&[Entry::File("first", b"early"), Entry::File("big", &big)]);
+    let layer = gzip(&t);
+    let m = f.add_image("amd64", &[(layer.clone(), mt::OCI_LAYER_GZIP, t.clone())]);
+    f.add_ref("example.com/stream:1", m);
+    // The last chunk is held back until the apply has written `first` into the snapshot:
+    // only a streaming apply can do that before the download ends.
+    let snapshots = env.dir.path().join("snapshots/snapshots");
+    let gate: support::Gate = Arc::new(move || {
+        std::fs::read_dir(&snapshots)
+            .map(|rd| rd.flatten().any(|e| e.path().join("fs/first").exists()))
+            .unwrap_or(false)
+    });
+    f.gate
+        .lock()
+        .expect("lock")
+        .insert(Digest::of(&layer), gate);
+    pull(
+        env.store.clone(),
+        env.sn.clone(),
+        NS,
+        &f,
+        "example.com/stream:1",
+        &PullOptions::default(),
+        |_| {},
+    )
+    .await
+    .expect("pull");
+    assert_eq!(
+        *f.gate_results.lock().expect("lock"),
+        vec![true],
+        "applied before download end"
+    );
+    env.with_view(NS, &Digest::of(&t).to_string(), |root| {
+        assert_eq!(std::fs::read(root.join("big")).expect("big"), big);
+    });
+    assert_clean(&env);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn docker_schema2_and_all_platforms() {
+    let env = Env::new();
+    let f = LayoutFetcher::default();
+    let amd_tar = tar_of(&[Entry::File("arch", b"amd64")]);
+    let arm_tar = tar_of(&[Entry::File("arch", b"arm64")]);
+    let amd = f.add_image_typed(
+        "amd64",
+        &[(gzip(&amd_tar), mt::DOCKER_LAYER_GZIP, amd_tar.clone())],
+        mt::DOCKER_MANIFEST,
+        mt::DOCKER_CONFIG,
+    );
+    let arm = f.add_image_typed(
+        "arm64",
+        &[(gzip(&arm_tar), mt::DOCKER_LAYER_GZIP, arm_tar.clone())],
+        mt::DOCKER_MANIFEST,
+        mt::DOCKER_CONFIG,
+    );
+    let index = f.add_index(vec![amd.clone(), arm.clone()]);
+    f.add_ref("example.com/docker:1", index);
+    let opts = PullOptions {
+        all_platforms: true,
+        ..PullOptions::default()
+    };
+    pull(
+        env.store.clone(),
+        env.sn.clone(),
+        NS,
+        &f,
+        "example.com/docker:1",
+        &opts,
+        |_| {},
+    )
+    .await
+    .expect("pull");
+    for d in [&amd.digest, &arm.digest, &Digest::of(&gzip(&arm_tar))] {
+        assert!(
+            env.store.content_info(NS, &d.to_string()).is_ok(),
+            "{d} stored"
+        );
+    }
+    let snaps = env.sn.list().expect("list");
+    assert_eq!(
+        snaps.len(),
+        1,
+        "only the host's image is unpacked: {snaps:?}"
+    );
+    assert_eq!(snaps[0].name, format!("{NS}/{}", Digest::of(&amd_tar)));
+    assert_clean(&env);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_pulls_of_one_image_both_succeed() {
+    let env = Env::new();
+    let f = LayoutFetcher::default();
+    *f.chunk_delay.lock().expect("lock") = Duration::from_millis(5);
+    let (diffs, m) = whiteout_image(&f);
+    f.add_ref("example.com/wh:1", m);
+    let opts = PullOptions::default();
+    let a = pull(
+        env.store.clone(),
+        env.sn.clone(),
+        NS,
+        &f,
+        "example.com/wh:1",
+        &opts,
+        |_| {},
+    );
+    let b = pull(
+        env.store.clone(),
+        env.sn.clone(),
+        NS,
+        &f,
+        "example.com/wh:1",
+        &opts,
+        |_| {},
+    );
+    let (a, b) = tokio::join!(a, b);
+    a.expect("first pull");
+    b.expect("second pull");
+    let top = chain_id(&diffs).expect("chain");
+    env.with_view(NS, &top.to_string(), |root| {
+        assert_eq!(std::fs::read(root.join("c/new")).expect("c/new"), b"new");
+    });
+    let kinds: Vec<_> = env
+        .sn
+        .list()
+        .expect("list")
+        .into_iter()
+        .map(|i| i.kind)
+        .collect();
+    assert!(
+        kinds.iter().all(|k| *k == berth_snapshot::Kind::Committed),
+        "no extract left: {kinds:?}"
+    );
+    assert_clean(&env);
+}

@@ -34,7 +34,13 @@ pub struct LayoutFetcher {
     pub max_in_flight: Arc<AtomicUsize>,
     /// Pause between chunks, to make downloads overlap.
     pub chunk_delay: Mutex<Duration>,
+    /// Before the last chunk of this blob, wait (up to 10 s) until the check passes; the
+    /// outcome is recorded in `gate_results`.
+    pub gate: Mutex<HashMap<Digest, Gate>>,
+    pub gate_results: Arc<Mutex<Vec<bool>>>,
 }
+
+pub type Gate = Arc<dyn Fn() -> bool + Send + Sync>;
 
 struct InFlight(Arc<AtomicUsize>);
 
@@ -87,6 +93,18 @@ impl LayoutFetcher {
     /// Adds an image of `layers` (already-compressed bodies with their media types and the
     /// uncompressed tar they hold) for `arch`; returns the manifest descriptor.
     pub fn add_image(&self, arch: &str, layers: &[(Vec<u8>, &str, Vec<u8>)]) -> Descriptor {
+        self.add_image_typed(arch, layers, mt::OCI_MANIFEST, mt::OCI_CONFIG)
+    }
+
+    /// [`LayoutFetcher::add_image`] with the manifest and config media types given (Docker
+    /// schema 2 or OCI).
+    pub fn add_image_typed(
+        &self,
+        arch: &str,
+        layers: &[(Vec<u8>, &str, Vec<u8>)],
+        manifest_type: &str,
+        config_type: &str,
+    ) -> Descriptor {
         let diff_ids: Vec<String> = layers
             .iter()
             .map(|(_, _, tar)| Digest::of(tar).to_string())
@@ -95,19 +113,16 @@ impl LayoutFetcher {
             "architecture": arch, "os": "linux",
             "rootfs": {"type": "layers", "diff_ids": diff_ids},
         });
-        let config = self.desc_of(mt::OCI_CONFIG, serde_json::to_vec(&config).expect("json"));
+        let config = self.desc_of(config_type, serde_json::to_vec(&config).expect("json"));
         let layer_descs: Vec<Descriptor> = layers
             .iter()
             .map(|(body, t, _)| self.desc_of(t, body.clone()))
             .collect();
         let manifest = serde_json::json!({
-            "schemaVersion": 2, "mediaType": mt::OCI_MANIFEST,
+            "schemaVersion": 2, "mediaType": manifest_type,
             "config": config, "layers": layer_descs,
         });
-        let mut d = self.desc_of(
-            mt::OCI_MANIFEST,
-            serde_json::to_vec(&manifest).expect("json"),
-        );
+        let mut d = self.desc_of(manifest_type, serde_json::to_vec(&manifest).expect("json"));
         d.platform = Some(Platform::new("linux", arch, ""));
         d
     }
@@ -192,11 +207,27 @@ impl Fetcher for LayoutFetcher {
         self.max_in_flight.fetch_max(n, Ordering::SeqCst);
         let guard = InFlight(self.in_flight.clone());
         let delay = *self.chunk_delay.lock().expect("lock");
-        let s = stream::iter(items).then(move |item| {
+        let gate = self.gate.lock().expect("lock").get(&desc.digest).cloned();
+        let results = self.gate_results.clone();
+        let last = items.len().saturating_sub(1);
+        let s = stream::iter(items.into_iter().enumerate()).then(move |(i, item)| {
             let _keep = &guard;
+            let gate = gate.clone().filter(|_| i == last);
+            let results = results.clone();
             async move {
                 if !delay.is_zero() {
                     tokio::time::sleep(delay).await;
+                }
+                if let Some(g) = gate {
+                    let mut ok = false;
+                    for _ in 0..1000 {
+                        if g() {
+                            ok = true;
+                            break;
+                        }
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                    }
+                    results.lock().expect("lock").push(ok);
                 }
                 item
             }
