@@ -305,6 +305,7 @@ pub fn header_map(h: &RegistryHost) -> BTreeMap<String, Vec<String>> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
