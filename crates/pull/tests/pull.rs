@@ -547,3 +547,67 @@ async fn concurrent_pulls_of_one_image_both_succeed() {
     );
     assert_clean(&env);
 }
+
+/// A pull that fails after snapshots were prepared leaves no image, ingest, lease or snapshot.
+async fn assert_failed_cleanly(env: &Env, f: &LayoutFetcher, reference: &str, kind: ErrorKind) {
+    let err = pull(
+        env.store.clone(),
+        env.sn.clone(),
+        NS,
+        f,
+        reference,
+        &PullOptions::default(),
+        |_| {},
+    )
+    .await
+    .expect_err("pull must fail");
+    assert_eq!(err.kind(), kind, "{err}");
+    assert!(env.store.image_list(NS, &all()).expect("images").is_empty());
+    assert!(
+        env.sn.list().expect("snapshots").is_empty(),
+        "no snapshot left"
+    );
+    assert_clean(env);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stream_that_keeps_breaking_gives_up() {
+    let env = Env::new();
+    let f = LayoutFetcher::default();
+    let t = tar_of(&[Entry::File("big", &noise(300_000, 3))]);
+    let layer = gzip(&t);
+    let m = f.add_image("amd64", &[(layer.clone(), mt::OCI_LAYER_GZIP, t)]);
+    f.add_ref("example.com/flaky:1", m);
+    f.always_cut
+        .lock()
+        .expect("lock")
+        .insert(Digest::of(&layer), 100_000);
+    assert_failed_cleanly(&env, &f, "example.com/flaky:1", ErrorKind::Unavailable).await;
+    assert_eq!(f.blob_request_count(), 4, "first try and three retries");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn corrupt_layer_and_wrong_diff_id_fail_cleanly() {
+    let env = Env::new();
+    let f = LayoutFetcher::default();
+    let garbage = noise(10_000, 5);
+    let m = f.add_image(
+        "amd64",
+        &[(gzip(&garbage), mt::OCI_LAYER_GZIP, garbage.clone())],
+    );
+    f.add_ref("example.com/garbage:1", m);
+    assert_failed_cleanly(
+        &env,
+        &f,
+        "example.com/garbage:1",
+        ErrorKind::InvalidArgument,
+    )
+    .await;
+
+    let t = tar_of(&[Entry::File("x", b"x")]);
+    let other = tar_of(&[Entry::File("y", b"y")]);
+    // The config claims another diff id than the layer really has.
+    let m = f.add_image("amd64", &[(gzip(&t), mt::OCI_LAYER_GZIP, other)]);
+    f.add_ref("example.com/liar:1", m);
+    assert_failed_cleanly(&env, &f, "example.com/liar:1", ErrorKind::DigestMismatch).await;
+}

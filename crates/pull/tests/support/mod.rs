@@ -24,6 +24,8 @@ pub struct LayoutFetcher {
     pub refs: Mutex<HashMap<String, Descriptor>>,
     /// Cut this blob's stream after N bytes, once.
     pub cut_after: Mutex<HashMap<Digest, u64>>,
+    /// Cut this blob's stream after N bytes, every time.
+    pub always_cut: Mutex<HashMap<Digest, u64>>,
     /// Serve this body instead of the real one.
     pub wrong: Mutex<HashMap<Digest, Bytes>>,
     /// Every (digest, offset) asked of fetch_blob.
@@ -189,7 +191,18 @@ impl Fetcher for LayoutFetcher {
                 .cloned()
                 .ok_or_else(|| Error::NotFound(format!("blob {}", desc.digest)))?,
         };
-        let cut = self.cut_after.lock().expect("lock").remove(&desc.digest);
+        let cut = self
+            .cut_after
+            .lock()
+            .expect("lock")
+            .remove(&desc.digest)
+            .or_else(|| {
+                self.always_cut
+                    .lock()
+                    .expect("lock")
+                    .get(&desc.digest)
+                    .copied()
+            });
         let start = (offset as usize).min(body.len());
         let end = cut
             .map(|c| (c as usize).clamp(start, body.len()))
