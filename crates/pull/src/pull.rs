@@ -21,7 +21,7 @@ use crate::ctx::{blocking, Ctx};
 use crate::download::{self, Job, LayerState};
 use crate::error::{Error, Result};
 use crate::fetcher::{Fetcher, Progress, PullOptions};
-use crate::tee::{pipe, BUDGET};
+use crate::tee::{pipe, Budget, BUDGET};
 use crate::unpack::{self, opener, Step};
 
 /// Pulls `reference` into namespace `ns`: every blob into `store`, the host platform's layers
@@ -123,12 +123,17 @@ async fn run(ctx: &Ctx<'_>, reference: &str, opts: &PullOptions) -> Result<Image
     // Which manifests to fetch, and which one (if any) to unpack.
     let (index, wanted, unpack_digest) = match &doc {
         Document::Index(index) => {
-            let chosen = select_manifest(index, &opts.platform).map_err(|_| {
-                Error::NotFound(format!(
-                    "manifest for platform {} in {name}",
-                    opts.platform.wanted()
-                ))
-            })?;
+            let chosen = match select_manifest(index, &opts.platform) {
+                Ok(d) => Some(d),
+                // Fetching everything needs no match; only the unpack would.
+                Err(_) if opts.all_platforms => None,
+                Err(_) => {
+                    return Err(Error::NotFound(format!(
+                        "manifest for platform {} in {name}",
+                        opts.platform.wanted()
+                    )))
+                }
+            };
             let wanted: Vec<Descriptor> = if opts.all_platforms {
                 index
                     .manifests
@@ -137,11 +142,11 @@ async fn run(ctx: &Ctx<'_>, reference: &str, opts: &PullOptions) -> Result<Image
                     .cloned()
                     .collect()
             } else {
-                vec![chosen.clone()]
+                chosen.iter().cloned().collect()
             };
-            (Some(index.clone()), wanted, chosen.digest)
+            (Some(index.clone()), wanted, chosen.map(|d| d.digest))
         }
-        Document::Manifest(_) => (None, vec![root.clone()], root.digest.clone()),
+        Document::Manifest(_) => (None, vec![root.clone()], Some(root.digest.clone())),
     };
 
     let mut fetched = Vec::new();
@@ -152,13 +157,16 @@ async fn run(ctx: &Ctx<'_>, reference: &str, opts: &PullOptions) -> Result<Image
     // Unpack the chosen manifest only when its image can run here.
     let host = PlatformMatcher::host();
     let unpack_idx = fetched.iter().position(|f| {
-        opts.unpack && f.desc.digest == unpack_digest && host.matches(&f.config.platform())
+        opts.unpack
+            && Some(&f.desc.digest) == unpack_digest.as_ref()
+            && host.matches(&f.config.platform())
     });
 
     // Layers to download, each once, with its `uncompressed` label.
     let mut jobs = Vec::new();
     let mut states: HashMap<String, watch::Receiver<LayerState>> = HashMap::new();
     let mut tees = HashMap::new();
+    let budget = Budget::new(BUDGET);
     let unpack_layers: BTreeSet<String> = unpack_idx
         .map(|i| {
             fetched[i]
@@ -177,7 +185,7 @@ async fn run(ctx: &Ctx<'_>, reference: &str, opts: &PullOptions) -> Result<Image
             berth_diff::check_media_type(&step.layer.media_type)?;
             let (tx, rx) = watch::channel(LayerState::Pending);
             let tee = if unpack_layers.contains(&digest) {
-                let (sender, reader) = pipe(BUDGET, opener(ctx, &digest, rx.clone()));
+                let (sender, reader) = pipe(&budget, opener(ctx, &digest, rx.clone()));
                 tees.insert(digest.clone(), reader);
                 Some(sender)
             } else {
@@ -202,7 +210,7 @@ async fn run(ctx: &Ctx<'_>, reference: &str, opts: &PullOptions) -> Result<Image
                     .get(&digest)
                     .cloned()
                     .ok_or_else(|| Error::Internal(format!("no download for {digest}")))?;
-                let (mut sender, reader) = pipe(0, opener(ctx, &digest, state.clone()));
+                let (mut sender, reader) = pipe(&budget, opener(ctx, &digest, state.clone()));
                 sender.detach();
                 steps.push(Step {
                     step: step.clone(),

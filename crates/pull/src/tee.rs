@@ -15,8 +15,27 @@ use std::sync::Arc;
 use bytes::{Buf, Bytes};
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 
-/// Bytes one layer may hold in memory while its apply has not caught up.
-pub(crate) const BUDGET: usize = 32 << 20;
+/// Bytes all layers of one pull may hold in memory while their applies have not caught up.
+pub(crate) const BUDGET: usize = 64 << 20;
+
+/// The memory budget shared by every pipe of one pull.
+pub(crate) struct Budget {
+    limit: usize,
+    queued: AtomicUsize,
+}
+
+impl Budget {
+    pub fn new(limit: usize) -> Arc<Budget> {
+        Arc::new(Budget {
+            limit,
+            queued: AtomicUsize::new(0),
+        })
+    }
+
+    fn release(&self, n: usize) {
+        self.queued.fetch_sub(n, Ordering::AcqRel);
+    }
+}
 
 enum Chunk {
     Data(Bytes),
@@ -28,8 +47,7 @@ enum Chunk {
 
 pub(crate) struct TeeSender {
     tx: Option<UnboundedSender<Chunk>>,
-    queued: Arc<AtomicUsize>,
-    budget: usize,
+    budget: Arc<Budget>,
 }
 
 /// Opens the committed blob once the download has committed it (blocking).
@@ -37,7 +55,7 @@ pub(crate) type OpenCommitted = Box<dyn FnOnce() -> io::Result<File> + Send>;
 
 pub(crate) struct TeeReader {
     rx: UnboundedReceiver<Chunk>,
-    queued: Arc<AtomicUsize>,
+    budget: Arc<Budget>,
     cur: Bytes,
     pos: u64,
     file: Option<File>,
@@ -45,18 +63,16 @@ pub(crate) struct TeeReader {
     done: bool,
 }
 
-pub(crate) fn pipe(budget: usize, open: OpenCommitted) -> (TeeSender, TeeReader) {
+pub(crate) fn pipe(budget: &Arc<Budget>, open: OpenCommitted) -> (TeeSender, TeeReader) {
     let (tx, rx) = unbounded_channel();
-    let queued = Arc::new(AtomicUsize::new(0));
     (
         TeeSender {
             tx: Some(tx),
-            queued: queued.clone(),
-            budget,
+            budget: budget.clone(),
         },
         TeeReader {
             rx,
-            queued,
+            budget: budget.clone(),
             cur: Bytes::new(),
             pos: 0,
             file: None,
@@ -70,12 +86,17 @@ impl TeeSender {
     /// Queues a copy of `data` (cheap: `Bytes` is shared), or detaches when over budget.
     pub fn send(&mut self, data: &Bytes) {
         let Some(tx) = &self.tx else { return };
-        let queued = self.queued.load(Ordering::Acquire);
-        if queued + data.len() > self.budget {
+        let b = &self.budget;
+        let reserved = b
+            .queued
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |q| {
+                (q + data.len() <= b.limit).then_some(q + data.len())
+            })
+            .is_ok();
+        if !reserved {
             self.detach();
             return;
         }
-        self.queued.fetch_add(data.len(), Ordering::AcqRel);
         if tx.send(Chunk::Data(data.clone())).is_err() {
             // The apply is gone (failed or not needed): stop copying.
             self.tx = None;
@@ -128,7 +149,7 @@ impl Read for TeeReader {
             }
             match self.rx.blocking_recv() {
                 Some(Chunk::Data(b)) => {
-                    self.queued.fetch_sub(b.len(), Ordering::AcqRel);
+                    self.budget.release(b.len());
                     self.cur = b;
                 }
                 Some(Chunk::Detached) => self.switch_to_file()?,
@@ -144,6 +165,18 @@ impl Read for TeeReader {
     }
 }
 
+impl Drop for TeeReader {
+    /// Returns the budget held by chunks nobody will read (the layer was skipped or failed).
+    fn drop(&mut self) {
+        self.rx.close();
+        while let Ok(c) = self.rx.try_recv() {
+            if let Chunk::Data(b) = c {
+                self.budget.release(b.len());
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -154,7 +187,7 @@ mod tests {
         let mut tmp = tempfile::NamedTempFile::new().expect("tmp");
         tmp.write_all(b"hello world").expect("write");
         let path = tmp.path().to_path_buf();
-        let (mut tx, mut rx) = pipe(6, Box::new(move || File::open(path)));
+        let (mut tx, mut rx) = pipe(&Budget::new(6), Box::new(move || File::open(path)));
         tx.send(&Bytes::from_static(b"hello"));
         // Over budget: detaches; the reader continues from the file at offset 5.
         tx.send(&Bytes::from_static(b" world"));
@@ -165,15 +198,37 @@ mod tests {
 
     #[test]
     fn end_and_abort() {
-        let (mut tx, mut rx) = pipe(100, Box::new(|| Err(io::Error::other("unused"))));
+        let (mut tx, mut rx) = pipe(
+            &Budget::new(100),
+            Box::new(|| Err(io::Error::other("unused"))),
+        );
         tx.send(&Bytes::from_static(b"abc"));
         tx.finish();
         let mut out = Vec::new();
         rx.read_to_end(&mut out).expect("read");
         assert_eq!(out, b"abc");
 
-        let (tx, mut rx) = pipe(100, Box::new(|| Err(io::Error::other("unused"))));
+        let (tx, mut rx) = pipe(
+            &Budget::new(100),
+            Box::new(|| Err(io::Error::other("unused"))),
+        );
         drop(tx);
         assert!(rx.read_to_end(&mut Vec::new()).is_err());
+    }
+
+    #[test]
+    fn dropped_reader_returns_budget() {
+        let budget = Budget::new(10);
+        let (mut tx, rx) = pipe(&budget, Box::new(|| Err(io::Error::other("unused"))));
+        tx.send(&Bytes::from_static(b"12345678"));
+        drop(rx);
+        assert_eq!(budget.queued.load(Ordering::Acquire), 0);
+        // The other pipes of the pull may use the whole budget again.
+        let (mut tx2, mut rx2) = pipe(&budget, Box::new(|| Err(io::Error::other("unused"))));
+        tx2.send(&Bytes::from_static(b"0123456789"));
+        tx2.finish();
+        let mut out = Vec::new();
+        rx2.read_to_end(&mut out).expect("read");
+        assert_eq!(out.len(), 10);
     }
 }

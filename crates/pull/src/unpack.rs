@@ -97,6 +97,9 @@ async fn unpack_one(ctx: &Ctx<'_>, s: Step) -> Result<()> {
     }
 
     let extract = format!("extract-{}-{chain}", unique());
+    // Leased before they exist, so a GC between prepare/commit and now cannot take them.
+    ctx.lease_snapshot(&extract).await?;
+    ctx.lease_snapshot(&chain).await?;
     let extract_key = ctx.backend_key(&extract);
     let parent = step
         .parent
@@ -137,8 +140,7 @@ async fn unpack_one(ctx: &Ctx<'_>, s: Step) -> Result<()> {
             Err(e) if e.kind() == berth_snapshot::ErrorKind::AlreadyExists => Ok(()),
             Err(e) => Err(e.into()),
         })
-        .await?;
-        ctx.lease_snapshot(&chain).await
+        .await
     }
     .await;
     // After a commit the active snapshot is gone already; otherwise remove what we prepared.

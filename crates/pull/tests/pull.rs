@@ -611,3 +611,12 @@ async fn corrupt_layer_and_wrong_diff_id_fail_cleanly() {
     f.add_ref("example.com/liar:1", m);
     assert_failed_cleanly(&env, &f, "example.com/liar:1", ErrorKind::DigestMismatch).await;
 }
+
+/// The daemon runs pulls inside spawned tasks: the future must be `Send`.
+#[allow(dead_code)]
+fn pull_future_is_send(env: &Env, f: &LayoutFetcher) {
+    fn assert_send<T: Send>(_: &T) {}
+    let opts = PullOptions::default();
+    let fut = pull(env.store.clone(), env.sn.clone(), NS, f, "x", &opts, |_| {});
+    assert_send(&fut);
+}
