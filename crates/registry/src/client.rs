@@ -4,8 +4,9 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use reqwest::{RequestBuilder, Response, StatusCode};
 
@@ -330,17 +331,20 @@ impl Client {
         }
     }
 
-    /// Sends a request built by `build` to `host`. `replayable`: the request has no streamed
-    /// body, so it may be retried on 5xx / connection reset. Any status is returned except a
-    /// 401 that authorization could not satisfy.
+    /// Sends a request built by `build` to `host`. `streamed`: `None` for a request without a
+    /// streamed body, which may be retried on 5xx / connection reset and must get its response
+    /// headers within the stall timeout; `Some(progress)` for a streamed upload, sent once and
+    /// timed out only when its body stops moving. Any status is returned except a 401 that
+    /// authorization could not satisfy.
     pub(crate) async fn send(
         &self,
         host: &RegistryHost,
         access: &Access,
         what: &str,
-        replayable: bool,
+        streamed: Option<&Progress>,
         build: &mut (dyn FnMut(&reqwest::Client) -> RequestBuilder + Send),
     ) -> Result<Response> {
+        let replayable = streamed.is_none();
         let http = self.http_for(host).await?;
         let mut answered_challenge = false;
         let mut attempt = 0;
@@ -357,7 +361,10 @@ impl Client {
                 Auth::Basic(c) => rb.basic_auth(c.username, Some(c.password)),
                 Auth::Bearer(t) => rb.bearer_auth(t),
             };
-            let res = tokio::time::timeout(self.inner.stall, rb.send()).await;
+            let res = match streamed {
+                None => tokio::time::timeout(self.inner.stall, rb.send()).await,
+                Some(p) => p.watch(self.inner.stall, rb.send()).await,
+            };
             let resp = match res {
                 Err(_) => {
                     return Err(Error::Timeout {
@@ -445,6 +452,49 @@ fn combine_errors(what: &str, mut errors: Vec<(String, Error)>) -> Error {
                 message: e.to_string(),
             })
             .collect(),
+    }
+}
+
+/// Progress of a streamed request body: when its last bytes were taken. Lets an upload run as
+/// long as it moves, and fail after the stall timeout once it stops.
+pub(crate) struct Progress {
+    start: Instant,
+    last_ms: AtomicU64,
+}
+
+impl Progress {
+    pub fn new() -> Arc<Progress> {
+        Arc::new(Progress {
+            start: Instant::now(),
+            last_ms: AtomicU64::new(0),
+        })
+    }
+
+    pub fn tick(&self) {
+        let ms = self.start.elapsed().as_millis() as u64;
+        self.last_ms.store(ms, Ordering::Relaxed);
+    }
+
+    fn idle(&self) -> Duration {
+        let last = Duration::from_millis(self.last_ms.load(Ordering::Relaxed));
+        self.start.elapsed().saturating_sub(last)
+    }
+
+    /// Runs `fut` until it finishes or the body has been idle for `stall`.
+    async fn watch<F: std::future::Future>(
+        &self,
+        stall: Duration,
+        fut: F,
+    ) -> std::result::Result<F::Output, tokio::time::error::Elapsed> {
+        let mut fut = std::pin::pin!(fut);
+        let check = (stall / 4).max(Duration::from_millis(50));
+        loop {
+            match tokio::time::timeout(check, fut.as_mut()).await {
+                Ok(v) => return Ok(v),
+                Err(elapsed) if self.idle() >= stall => return Err(elapsed),
+                Err(_) => {}
+            }
+        }
     }
 }
 

@@ -107,7 +107,7 @@ impl Client {
         let access = Access::pull(&r.path);
         // HEAD first: most registries answer with the digest, sparing the body.
         let resp = self
-            .send(host, &access, &format!("manifest {name}"), true, &mut |c| {
+            .send(host, &access, &format!("manifest {name}"), None, &mut |c| {
                 c.request(Method::HEAD, &url)
                     .header(header::ACCEPT, MANIFEST_ACCEPT)
             })
@@ -140,7 +140,7 @@ impl Client {
             _ => {} // some registries refuse HEAD: GET tells
         }
         let resp = self
-            .send(host, &access, &format!("manifest {name}"), true, &mut |c| {
+            .send(host, &access, &format!("manifest {name}"), None, &mut |c| {
                 c.get(&url).header(header::ACCEPT, MANIFEST_ACCEPT)
             })
             .await?;
@@ -173,10 +173,18 @@ impl Client {
         Ok(Descriptor::new(mt, digest, body.len() as u64))
     }
 
-    /// Fetches the manifest or index `desc` of `reference`'s repository, verified.
+    /// Fetches the manifest or index `desc` of `reference`'s repository, verified and bounded
+    /// to [`MAX_MANIFEST_SIZE`]. Other small documents (an image config) come from the blob
+    /// endpoint, picked by media type as containerd's fetcher does.
     pub async fn fetch_manifest(&self, reference: &str, desc: &Descriptor) -> Result<Bytes> {
         let r = parse_ref(reference)?;
-        let what = format!("manifest {}@{}", r.name(), desc.digest);
+        let is_doc = desc.media_type.is_empty() || is_manifest_type(&desc.media_type);
+        let (kind, endpoint) = if is_doc {
+            ("manifest", "manifests")
+        } else {
+            ("blob", "blobs")
+        };
+        let what = format!("{kind} {}@{}", r.name(), desc.digest);
         if desc.size > MAX_MANIFEST_SIZE {
             return Err(Error::TooLarge {
                 what,
@@ -191,10 +199,10 @@ impl Client {
         };
         let mut errors = Vec::new();
         for host in self.hosts(&r.domain, Capability::Pull)? {
-            let url = api_url(&host, &r, &format!("manifests/{}", desc.digest));
+            let url = api_url(&host, &r, &format!("{endpoint}/{}", desc.digest));
             let res = async {
                 let resp = self
-                    .send(&host, &Access::pull(&r.path), &what, true, &mut |c| {
+                    .send(&host, &Access::pull(&r.path), &what, None, &mut |c| {
                         c.get(&url).header(header::ACCEPT, &accept)
                     })
                     .await?;
@@ -268,7 +276,7 @@ impl Client {
     ) -> Result<BlobStream> {
         let url = api_url(host, r, &format!("blobs/{}", desc.digest));
         let resp = self
-            .send(host, &Access::pull(&r.path), what, true, &mut |c| {
+            .send(host, &Access::pull(&r.path), what, None, &mut |c| {
                 let rb = c.get(&url);
                 if offset > 0 {
                     rb.header(header::RANGE, format!("bytes={offset}-"))

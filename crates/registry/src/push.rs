@@ -2,10 +2,11 @@
 
 use berth_image::{Descriptor, Digest, Reference};
 use bytes::Bytes;
+use futures::StreamExt;
 use reqwest::{header, Method, StatusCode};
 use tokio::io::AsyncRead;
 
-use crate::client::{read_limited, registry_message, status_error, Access, Client};
+use crate::client::{read_limited, registry_message, status_error, Access, Client, Progress};
 use crate::error::{Error, Result};
 use crate::fetch::{api_url, parse_ref, MAX_MANIFEST_SIZE};
 use crate::hosts::{Capability, RegistryHost};
@@ -65,7 +66,7 @@ impl Client {
             Access::pull(&r.path)
         };
         let resp = self
-            .send(host, &access, what, true, &mut |c| {
+            .send(host, &access, what, None, &mut |c| {
                 c.request(Method::HEAD, &url)
             })
             .await?;
@@ -138,7 +139,7 @@ impl Client {
             None => api_url(host, r, "blobs/uploads/"),
         };
         let resp = self
-            .send(host, &access, what, true, &mut |c| {
+            .send(host, &access, what, None, &mut |c| {
                 c.post(&url).header(header::CONTENT_LENGTH, "0")
             })
             .await?;
@@ -162,20 +163,27 @@ impl Client {
         what: &str,
     ) -> Result<()> {
         let url = with_digest(location, &desc.digest);
-        let mut body = Some(reqwest::Body::wrap_stream(
-            tokio_util::io::ReaderStream::new(reader),
-        ));
+        let progress = Progress::new();
+        let p = progress.clone();
+        let chunks = tokio_util::io::ReaderStream::new(reader).inspect(move |_| p.tick());
+        let mut body = Some(reqwest::Body::wrap_stream(chunks));
         let resp = self
-            .send(host, &Access::push(&r.path, None), what, false, &mut |c| {
-                let rb = c
-                    .put(&url)
-                    .header(header::CONTENT_TYPE, "application/octet-stream")
-                    .header(header::CONTENT_LENGTH, desc.size.to_string());
-                match body.take() {
-                    Some(b) => rb.body(b),
-                    None => rb,
-                }
-            })
+            .send(
+                host,
+                &Access::push(&r.path, None),
+                what,
+                Some(&progress),
+                &mut |c| {
+                    let rb = c
+                        .put(&url)
+                        .header(header::CONTENT_TYPE, "application/octet-stream")
+                        .header(header::CONTENT_LENGTH, desc.size.to_string());
+                    match body.take() {
+                        Some(b) => rb.body(b),
+                        None => rb,
+                    }
+                },
+            )
             .await?;
         match resp.status() {
             StatusCode::CREATED | StatusCode::NO_CONTENT => Ok(()),
@@ -232,7 +240,7 @@ impl Client {
         for host in self.hosts(&r.domain, Capability::Push)? {
             let url = api_url(&host, &r, &format!("manifests/{target}"));
             let res = self
-                .send(&host, &Access::push(&r.path, None), &what, true, &mut |c| {
+                .send(&host, &Access::push(&r.path, None), &what, None, &mut |c| {
                     c.put(&url)
                         .header(header::CONTENT_TYPE, media_type)
                         .body(body.clone())

@@ -23,6 +23,9 @@ async fn pull_all(c: &Client, reference: &str) -> usize {
     let body = c.fetch_manifest(reference, &desc).await.unwrap();
     assert_eq!(Digest::of(&body), desc.digest);
     let (config, layers) = manifest_parts(&body);
+    // Small documents other than manifests (the config) come through fetch_manifest too.
+    let cfg = c.fetch_manifest(reference, &config).await.unwrap();
+    assert_eq!(Digest::of(&cfg), config.digest);
     let mut n = 0;
     for d in std::iter::once(config).chain(layers) {
         let (bytes, err) = collect(c.fetch_blob(reference, &d, 0).await.unwrap()).await;

@@ -177,3 +177,51 @@ async fn host_headers_are_sent() {
     assert!(!seen.is_empty());
     assert!(seen.iter().all(|h| h == &["a", "b"]), "{seen:?}");
 }
+
+/// An upload runs as long as its body moves; once the reader stops for the stall timeout it
+/// fails with Timeout.
+#[tokio::test]
+async fn upload_stall_timeout_counts_idle_time_only() {
+    use tokio::io::AsyncWriteExt;
+    let reg = Registry::start(None);
+    let c = berth_registry::Client::new(berth_registry::RegistryConfig {
+        stall_timeout: std::time::Duration::from_secs(1),
+        ..Default::default()
+    })
+    .unwrap();
+    let reference = format!("{}/slow/blob:1", reg.host());
+
+    // Slow but steady: 8 chunks 300 ms apart (2.4 s in all, over the 1 s stall timeout).
+    let data: Vec<u8> = (0..8 * 1024u32).map(|i| (i % 199) as u8).collect();
+    let desc = berth_registry::Descriptor::new(
+        "application/octet-stream",
+        Digest::of(&data),
+        data.len() as u64,
+    );
+    let (mut w, r) = tokio::io::duplex(1024);
+    let d = data.clone();
+    let writer = tokio::spawn(async move {
+        for chunk in d.chunks(1024) {
+            w.write_all(chunk).await.unwrap();
+            tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        }
+    });
+    c.push_blob(&reference, &desc, r, None).await.unwrap();
+    writer.await.unwrap();
+    assert!(c.blob_exists(&reference, &desc).await.unwrap());
+
+    // Stops after the first chunk: Timeout, in about the stall timeout.
+    let data2: Vec<u8> = vec![7u8; 4096];
+    let desc2 = berth_registry::Descriptor::new(
+        "application/octet-stream",
+        Digest::of(&data2),
+        data2.len() as u64,
+    );
+    let (mut w, r) = tokio::io::duplex(1024);
+    w.write_all(&data2[..512]).await.unwrap();
+    let t = std::time::Instant::now();
+    let e = c.push_blob(&reference, &desc2, r, None).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Timeout, "{e}");
+    assert!(t.elapsed() < std::time::Duration::from_secs(5));
+    drop(w);
+}
