@@ -94,8 +94,15 @@ struct Fetched {
     body: Bytes,
     manifest: Manifest,
     config_body: Bytes,
-    config: ImageConfig,
-    steps: Vec<LayerStep>,
+    /// The parsed config and unpack plan; None for a non-image manifest (an attestation,
+    /// say) fetched only because `all_platforms` asked for everything.
+    plan: Option<(ImageConfig, Vec<LayerStep>)>,
+}
+
+impl Fetched {
+    fn steps(&self) -> &[LayerStep] {
+        self.plan.as_ref().map(|(_, s)| s.as_slice()).unwrap_or(&[])
+    }
 }
 
 async fn run(ctx: &Ctx<'_>, reference: &str, opts: &PullOptions) -> Result<Image> {
@@ -149,17 +156,20 @@ async fn run(ctx: &Ctx<'_>, reference: &str, opts: &PullOptions) -> Result<Image
         Document::Manifest(_) => (None, vec![root.clone()], Some(root.digest.clone())),
     };
 
-    let mut fetched = Vec::new();
-    for desc in wanted {
-        fetched.push(fetch_image(ctx, desc).await?);
-    }
+    let fetched = try_join_all(wanted.into_iter().map(|desc| {
+        let strict = Some(&desc.digest) == unpack_digest.as_ref();
+        fetch_image(ctx, desc, strict)
+    }))
+    .await?;
 
     // Unpack the chosen manifest only when its image can run here.
     let host = PlatformMatcher::host();
     let unpack_idx = fetched.iter().position(|f| {
         opts.unpack
             && Some(&f.desc.digest) == unpack_digest.as_ref()
-            && host.matches(&f.config.platform())
+            && f.plan
+                .as_ref()
+                .is_some_and(|(c, _)| host.matches(&c.platform()))
     });
 
     // Layers to download, each once, with its `uncompressed` label.
@@ -170,21 +180,22 @@ async fn run(ctx: &Ctx<'_>, reference: &str, opts: &PullOptions) -> Result<Image
     let unpack_layers: BTreeSet<String> = unpack_idx
         .map(|i| {
             fetched[i]
-                .steps
+                .steps()
                 .iter()
                 .map(|s| s.layer.digest.to_string())
                 .collect()
         })
         .unwrap_or_default();
     for f in &fetched {
-        for step in &f.steps {
-            let digest = step.layer.digest.to_string();
+        let steps = f.steps();
+        for (i, layer) in f.manifest.layers.iter().enumerate() {
+            let digest = layer.digest.to_string();
             if states.contains_key(&digest) {
                 continue;
             }
-            berth_diff::check_media_type(&step.layer.media_type)?;
             let (tx, rx) = watch::channel(LayerState::Pending);
             let tee = if unpack_layers.contains(&digest) {
+                berth_diff::check_media_type(&layer.media_type)?;
                 let (sender, reader) = pipe(&budget, opener(ctx, &digest, rx.clone()));
                 tees.insert(digest.clone(), reader);
                 Some(sender)
@@ -192,9 +203,13 @@ async fn run(ctx: &Ctx<'_>, reference: &str, opts: &PullOptions) -> Result<Image
                 None
             };
             states.insert(digest, rx);
+            let labels = steps
+                .get(i)
+                .map(|s| to_labels(labels::layer_labels(&s.diff_id)))
+                .unwrap_or_default();
             jobs.push(Job {
-                desc: step.layer.clone(),
-                labels: to_labels(labels::layer_labels(&step.diff_id)),
+                desc: layer.clone(),
+                labels,
                 tee,
                 state: tx,
             });
@@ -202,7 +217,7 @@ async fn run(ctx: &Ctx<'_>, reference: &str, opts: &PullOptions) -> Result<Image
     }
     let mut steps = Vec::new();
     if let Some(i) = unpack_idx {
-        for step in &fetched[i].steps {
+        for step in fetched[i].steps() {
             let digest = step.layer.digest.to_string();
             let (Some(reader), Some(state)) = (tees.remove(&digest), states.get(&digest)) else {
                 // The same layer twice in one image: the second apply reads the blob.
@@ -288,9 +303,35 @@ async fn run(ctx: &Ctx<'_>, reference: &str, opts: &PullOptions) -> Result<Image
     Ok(image)
 }
 
-async fn fetch_image(ctx: &Ctx<'_>, desc: Descriptor) -> Result<Fetched> {
+/// Fetches a manifest and its config. `strict`: this is the image to unpack (or the only
+/// one), so its config must be a usable image config; other manifests of an index are kept
+/// even when they are not images.
+async fn fetch_image(ctx: &Ctx<'_>, desc: Descriptor, strict: bool) -> Result<Fetched> {
     let body = fetch_doc(ctx, &desc).await?;
     let manifest = parse_manifest(&body)?;
+    let config_body = fetch_doc(ctx, &manifest.config).await?;
+    let plan = match plan_of(&desc, &manifest, &config_body) {
+        Ok(p) => Some(p),
+        Err(e) if strict => return Err(e),
+        Err(e) => {
+            tracing::debug!(manifest = %desc.digest, error = %e, "not an image; fetched only");
+            None
+        }
+    };
+    Ok(Fetched {
+        desc,
+        body,
+        manifest,
+        config_body,
+        plan,
+    })
+}
+
+fn plan_of(
+    desc: &Descriptor,
+    manifest: &Manifest,
+    config_body: &[u8],
+) -> Result<(ImageConfig, Vec<LayerStep>)> {
     if !manifest.config.media_type.is_empty()
         && !media_types::is_config(&manifest.config.media_type)
     {
@@ -299,17 +340,9 @@ async fn fetch_image(ctx: &Ctx<'_>, desc: Descriptor) -> Result<Fetched> {
             desc.digest, manifest.config.media_type
         )));
     }
-    let config_body = fetch_doc(ctx, &manifest.config).await?;
-    let config = parse_config(&config_body)?;
-    let steps = plan_unpack(&manifest, &config)?;
-    Ok(Fetched {
-        desc,
-        body,
-        manifest,
-        config_body,
-        config,
-        steps,
-    })
+    let config = parse_config(config_body)?;
+    let steps = plan_unpack(manifest, &config)?;
+    Ok((config, steps))
 }
 
 async fn record_image(ctx: &Ctx<'_>, name: &str, root: &Descriptor) -> Result<Image> {

@@ -468,7 +468,19 @@ async fn docker_schema2_and_all_platforms() {
         mt::DOCKER_MANIFEST,
         mt::DOCKER_CONFIG,
     );
-    let index = f.add_index(vec![amd.clone(), arm.clone()]);
+    // Like buildkit's attestations: a manifest whose "layer" is not a tar at all.
+    let statement = br#"{"_type":"https://in-toto.io/Statement/v0.1"}"#.to_vec();
+    let att = f.add_image_typed(
+        "unknown",
+        &[(
+            statement.clone(),
+            "application/vnd.in-toto+json",
+            statement.clone(),
+        )],
+        mt::OCI_MANIFEST,
+        mt::OCI_CONFIG,
+    );
+    let index = f.add_index(vec![amd.clone(), arm.clone(), att]);
     f.add_ref("example.com/docker:1", index);
     let opts = PullOptions {
         all_platforms: true,
@@ -485,7 +497,12 @@ async fn docker_schema2_and_all_platforms() {
     )
     .await
     .expect("pull");
-    for d in [&amd.digest, &arm.digest, &Digest::of(&gzip(&arm_tar))] {
+    for d in [
+        &amd.digest,
+        &arm.digest,
+        &Digest::of(&gzip(&arm_tar)),
+        &Digest::of(&statement),
+    ] {
         assert!(
             env.store.content_info(NS, &d.to_string()).is_ok(),
             "{d} stored"
