@@ -82,7 +82,20 @@ enum Auth {
     Bearer(String),
 }
 
-type TokenKey = (String, String, String); // (authority, scopes, username)
+/// (authority, scopes, identity): the identity is a hash of the credentials, so a client with
+/// other (or wrong) credentials never gets a token fetched with someone else's.
+type TokenKey = (String, String, String);
+
+fn identity(creds: Option<&Credentials>) -> String {
+    use sha2::Digest as _;
+    creds.map_or_else(String::new, |c| {
+        let mut h = sha2::Sha256::new();
+        h.update(c.username.as_bytes());
+        h.update([0]);
+        h.update(c.password.as_bytes());
+        hex::encode(h.finalize())
+    })
+}
 
 struct Inner {
     config_path: Option<PathBuf>,
@@ -92,6 +105,8 @@ struct Inner {
     /// Last challenge seen per host authority: later requests authorize up front.
     challenges: Mutex<HashMap<String, Challenge>>,
     tokens: Mutex<HashMap<TokenKey, Token>>,
+    /// One token fetch at a time per key: concurrent blob fetches share the first one's token.
+    token_locks: Mutex<HashMap<TokenKey, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 /// A registry client. Cheap to clone; clones share connections and cached tokens.
@@ -120,6 +135,7 @@ impl Client {
                 http: Mutex::new(HashMap::new()),
                 challenges: Mutex::new(HashMap::new()),
                 tokens: Mutex::new(HashMap::new()),
+                token_locks: Mutex::new(HashMap::new()),
             }),
             credentials: Arc::new(cfg.credentials),
         })
@@ -225,15 +241,18 @@ impl Client {
                 let key: TokenKey = (
                     host.authority.clone(),
                     scopes.join(" "),
-                    creds
-                        .as_ref()
-                        .map(|c| c.username.clone())
-                        .unwrap_or_default(),
+                    identity(creds.as_ref()),
                 );
-                if let Some(t) = lock(&self.inner.tokens).get(&key) {
-                    if t.valid() {
-                        return Ok(Auth::Bearer(t.value.clone()));
-                    }
+                if let Some(t) = self.cached_token(&key) {
+                    return Ok(Auth::Bearer(t));
+                }
+                let flight = lock(&self.inner.token_locks)
+                    .entry(key.clone())
+                    .or_default()
+                    .clone();
+                let _one_at_a_time = flight.lock().await;
+                if let Some(t) = self.cached_token(&key) {
+                    return Ok(Auth::Bearer(t));
                 }
                 if let Some(s) = scope {
                     if !scopes.contains(&s) {
@@ -247,6 +266,13 @@ impl Client {
                 Ok(Auth::Bearer(token.value))
             }
         }
+    }
+
+    fn cached_token(&self, key: &TokenKey) -> Option<String> {
+        lock(&self.inner.tokens)
+            .get(key)
+            .filter(|t| t.valid())
+            .map(|t| t.value.clone())
     }
 
     async fn fetch_token(
@@ -356,6 +382,10 @@ impl Client {
             }
             let auth = self.authorization(host, access).await?;
             let sent_auth = !matches!(auth, Auth::None);
+            let sent_token = match &auth {
+                Auth::Bearer(t) => Some(t.clone()),
+                _ => None,
+            };
             rb = match auth {
                 Auth::None => rb,
                 Auth::Basic(c) => rb.basic_auth(c.username, Some(c.password)),
@@ -410,8 +440,11 @@ impl Client {
                             return Err(self.unauthenticated(host, had_creds, what));
                         }
                         lock(&self.inner.challenges).insert(host.authority.clone(), c);
-                        // A cached token the registry refused is stale: drop this host's tokens.
-                        lock(&self.inner.tokens).retain(|k, _| k.0 != host.authority);
+                        // The token the registry refused is stale: drop it (only it, so a
+                        // concurrent request's fresh token survives).
+                        if let Some(t) = &sent_token {
+                            lock(&self.inner.tokens).retain(|_, v| v.value != *t);
+                        }
                         answered_challenge = true;
                         attempt -= 1;
                         continue;

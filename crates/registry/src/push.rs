@@ -89,6 +89,17 @@ impl Client {
     ) -> Result<()> {
         let r = parse_ref(reference)?;
         let what = format!("blob {} to {}", desc.digest, r.name());
+        if let Some(from) = mount_from {
+            // It goes into a query string: only a well-formed repository path may.
+            let ok = parse_ref(&format!("{}/{from}", r.domain))
+                .is_ok_and(|f| f.path == from && f.domain == r.domain);
+            if !ok {
+                return Err(Error::InvalidArgument(format!(
+                    "{what}: cannot mount from {from:?}: not a repository path on {}",
+                    r.domain
+                )));
+            }
+        }
         let mut errors = Vec::new();
         let mut data = Some(data);
         for host in self.hosts(&r.domain, Capability::Push)? {

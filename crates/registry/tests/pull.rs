@@ -197,6 +197,86 @@ async fn bearer_token_fetched_once_and_reused() {
     );
     // One 401 then authorized requests only.
     assert!(front_seen.load(Ordering::SeqCst) >= 9);
+
+    // A fresh client whose first requests are concurrent blob fetches: each gets a 401, and
+    // they share one token fetch.
+    let (_, desc) = c.resolve(&reference).await.unwrap();
+    let (config, layers) = manifest_parts(&c.fetch_manifest(&reference, &desc).await.unwrap());
+    let fresh = client().with_credentials(
+        &front.host(),
+        Credentials {
+            username: "bob".into(),
+            password: "pw".into(),
+        },
+    );
+    let descs: Vec<_> = std::iter::once(config).chain(layers).collect();
+    let mut tasks = Vec::new();
+    for _ in 0..3 {
+        for d in descs.clone() {
+            let (f, r) = (fresh.clone(), reference.clone());
+            tasks.push(tokio::spawn(async move {
+                let (bytes, err) = collect(f.fetch_blob(&r, &d, 0).await.unwrap()).await;
+                assert!(err.is_none(), "{err:?}");
+                assert_eq!(Digest::of(&bytes), d.digest);
+            }));
+        }
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    assert_eq!(token_calls.load(Ordering::SeqCst), 2);
+}
+
+/// Blob GETs redirected to another origin (as registries do to their CDN) are followed, and the
+/// registry's Authorization does not follow them there.
+#[tokio::test]
+async fn blob_redirect_is_followed_without_credentials() {
+    let reg = Registry::start(None);
+    reg.push_test_image("busybox", "busybox:latest", None);
+    let cdn_auth = Arc::new(Mutex::new(Vec::<Option<String>>::new()));
+    let (ca, up) = (cdn_auth.clone(), reg.host());
+    let cdn = Server::start(Arc::new(move |req: Req, s| {
+        ca.lock()
+            .unwrap()
+            .push(req.header("authorization").map(str::to_string));
+        let up = up.clone();
+        Box::pin(async move {
+            let (st, h, b) = forward(&up, &req).await;
+            relay(s, st, h, b).await;
+        })
+    }))
+    .await;
+    let (up, cdn_host) = (reg.host(), cdn.host());
+    let front = Server::start(Arc::new(move |req: Req, s| {
+        let (up, cdn_host) = (up.clone(), cdn_host.clone());
+        Box::pin(async move {
+            if req.header("authorization") != Some("Basic dTpw") {
+                let ch = "Basic realm=\"r\"".to_string();
+                respond(s, "401 Unauthorized", &[("WWW-Authenticate", ch)], b"").await;
+                return;
+            }
+            if req.method == "GET" && req.path().contains("/blobs/") {
+                let loc = format!("http://{cdn_host}{}", req.target);
+                respond(s, "307 Temporary Redirect", &[("Location", loc)], b"").await;
+                return;
+            }
+            let (st, h, b) = forward(&up, &req).await;
+            relay(s, st, h, b).await;
+        })
+    }))
+    .await;
+    let c = client().with_credentials(
+        &front.host(),
+        Credentials {
+            username: "u".into(),
+            password: "p".into(),
+        },
+    );
+    let reference = format!("{}/busybox:latest", front.host());
+    assert_eq!(pull_all(&c, &reference).await, 2);
+    let seen = cdn_auth.lock().unwrap().clone();
+    assert_eq!(seen.len(), 3, "config twice, layer once: {seen:?}");
+    assert!(seen.iter().all(Option::is_none), "{seen:?}");
 }
 
 #[tokio::test]

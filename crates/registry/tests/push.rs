@@ -62,6 +62,11 @@ async fn push_blobs_and_manifest_then_resolve() {
         assert!(c.blob_exists(&other, d).await.unwrap());
     }
     c.push_manifest(&other, mt, body.clone()).await.unwrap();
+    let e = c
+        .push_blob(&other, &config, tokio::io::empty(), Some("x&from=evil"))
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::InvalidArgument, "{e}");
     let (_, d2) = c.resolve(&other).await.unwrap();
     assert_eq!(d2.digest.to_string(), digest);
 }
