@@ -38,6 +38,15 @@ impl Registry {
 
     /// `tls`: server certificate and key files; the registry then speaks only HTTPS.
     pub fn start_with(htpasswd: Option<(&str, &str)>, tls: Option<(&Path, &Path)>) -> Registry {
+        Registry::start_full(htpasswd, tls, None)
+    }
+
+    /// `client_ca`: require client certificates signed by this CA.
+    pub fn start_full(
+        htpasswd: Option<(&str, &str)>,
+        tls: Option<(&Path, &Path)>,
+        client_ca: Option<&Path>,
+    ) -> Registry {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
         let mut cfg = format!(
@@ -60,6 +69,9 @@ impl Registry {
                 cert.display(),
                 key.display()
             ));
+            if let Some(ca) = client_ca {
+                cfg.push_str(&format!("    clientcas:\n      - {}\n", ca.display()));
+            }
         }
         cfg.push_str(&auth);
         let cfg_path = dir.path().join("config.yml");
@@ -318,6 +330,8 @@ pub struct TestPki {
     pub ca: PathBuf,
     pub cert: PathBuf,
     pub key: PathBuf,
+    pub client_cert: PathBuf,
+    pub client_key: PathBuf,
 }
 
 pub fn make_pki() -> TestPki {
@@ -392,7 +406,45 @@ pub fn make_pki() -> TestPki {
         "-extfile",
         "ext.cnf",
     ]);
+    run(&[
+        "req",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+        "-keyout",
+        "client.key",
+        "-out",
+        "client.csr",
+        "-subj",
+        "/CN=berth-test-client",
+    ]);
+    std::fs::write(
+        p("client.cnf"),
+        "basicConstraints=CA:FALSE\nextendedKeyUsage=clientAuth\n",
+    )
+    .unwrap();
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "client.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "client.pem",
+        "-days",
+        "2",
+        "-extfile",
+        "client.cnf",
+    ]);
     TestPki {
+        client_cert: p("client.pem"),
+        client_key: p("client.key"),
         ca: p("ca.pem"),
         cert: p("srv.pem"),
         key: p("srv.key"),
