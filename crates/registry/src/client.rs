@@ -157,8 +157,13 @@ impl Client {
     }
 
     /// The hosts to try for `domain` with capability `cap`, in order.
-    pub fn hosts(&self, domain: &str, cap: Capability) -> Result<Vec<RegistryHost>> {
-        let all = hosts_for(self.inner.config_path.as_deref(), domain)?;
+    pub async fn hosts(&self, domain: &str, cap: Capability) -> Result<Vec<RegistryHost>> {
+        // hosts.toml is read on every operation (edits apply without a restart), off the
+        // runtime's threads.
+        let (dir, d) = (self.inner.config_path.clone(), domain.to_string());
+        let all = tokio::task::spawn_blocking(move || hosts_for(dir.as_deref(), &d))
+            .await
+            .map_err(|e| Error::Internal(format!("reading hosts.toml: {e}")))??;
         let hosts: Vec<_> = all.into_iter().filter(|h| h.can(cap)).collect();
         if hosts.is_empty() {
             return Err(Error::InvalidArgument(format!(

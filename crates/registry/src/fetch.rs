@@ -78,7 +78,7 @@ impl Client {
         let r = parse_ref(reference)?;
         let name = r.to_string();
         let mut errors = Vec::new();
-        for host in self.hosts(&r.domain, Capability::Resolve)? {
+        for host in self.hosts(&r.domain, Capability::Resolve).await? {
             match self.resolve_on(&host, &r, &name).await {
                 Ok(d) => return Ok((name, d)),
                 Err(e) => {
@@ -198,7 +198,7 @@ impl Client {
             format!("{}, {MANIFEST_ACCEPT}", desc.media_type)
         };
         let mut errors = Vec::new();
-        for host in self.hosts(&r.domain, Capability::Pull)? {
+        for host in self.hosts(&r.domain, Capability::Pull).await? {
             let url = api_url(&host, &r, &format!("{endpoint}/{}", desc.digest));
             let res = async {
                 let resp = self
@@ -254,7 +254,7 @@ impl Client {
             )));
         }
         let mut errors = Vec::new();
-        for host in self.hosts(&r.domain, Capability::Pull)? {
+        for host in self.hosts(&r.domain, Capability::Pull).await? {
             match self.open_blob(&host, &r, desc, offset, &what).await {
                 Ok(s) => return Ok(s),
                 Err(e) => {

@@ -74,12 +74,8 @@ impl RegistryHost {
 /// `127.0.0.1:5000`).
 pub fn hosts_for(config_path: Option<&Path>, domain: &str) -> Result<Vec<RegistryHost>> {
     if let Some(dir) = config_path {
-        for name in [
-            domain.to_string(),
-            domain.replace(':', "_"),
-            "_default".to_string(),
-        ] {
-            let file = dir.join(&name).join("hosts.toml");
+        for name in [domain, "_default"] {
+            let file = dir.join(name).join("hosts.toml");
             match std::fs::read_to_string(&file) {
                 Ok(text) => return parse_hosts_toml(&text, &file, domain),
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,

@@ -42,7 +42,7 @@ impl Client {
         let r = parse_ref(reference)?;
         let what = format!("blob {} of {}", desc.digest, r.name());
         let mut errors = Vec::new();
-        for host in self.hosts(&r.domain, Capability::Push)? {
+        for host in self.hosts(&r.domain, Capability::Push).await? {
             match self.exists_on(&host, &r, desc, &what, false).await {
                 Ok(b) => return Ok(b),
                 Err(e) => errors.push((host.authority.clone(), e)),
@@ -102,7 +102,7 @@ impl Client {
         }
         let mut errors = Vec::new();
         let mut data = Some(data);
-        for host in self.hosts(&r.domain, Capability::Push)? {
+        for host in self.hosts(&r.domain, Capability::Push).await? {
             // Everything before the upload PUT can move on to the next host; the PUT consumes
             // `data`, so its result is final.
             let location = match self
@@ -248,7 +248,7 @@ impl Client {
             (None, None) => digest.to_string(),
         };
         let mut errors = Vec::new();
-        for host in self.hosts(&r.domain, Capability::Push)? {
+        for host in self.hosts(&r.domain, Capability::Push).await? {
             let url = api_url(&host, &r, &format!("manifests/{target}"));
             let res = self
                 .send(&host, &Access::push(&r.path, None), &what, None, &mut |c| {
