@@ -16,6 +16,7 @@ const SERVICES: &[&str] = &[
     "leases/v1/leases.proto",
     "namespaces/v1/namespace.proto",
     "snapshots/v1/snapshots.proto",
+    "streaming/v1/streaming.proto",
     "tasks/v1/tasks.proto",
     "transfer/v1/transfer.proto",
     "version/v1/version.proto",

@@ -36,6 +36,9 @@ pub mod server {
     pub mod snapshots {
         tonic::include_proto!("containerd.services.snapshots.v1");
     }
+    pub mod streaming {
+        tonic::include_proto!("containerd.services.streaming.v1");
+    }
     pub mod tasks {
         tonic::include_proto!("containerd.services.tasks.v1");
     }

@@ -70,6 +70,11 @@ impl Conn {
         Ok(c)
     }
 
+    /// A raw intercepted channel, for clients this module has no helper for.
+    pub fn svc_pub(&self) -> Svc {
+        self.svc()
+    }
+
     fn svc(&self) -> Svc {
         InterceptedService::new(self.channel.clone(), self.meta.clone())
     }

@@ -322,3 +322,65 @@ pub async fn export_cmd(conn: &Conn, out: &Path, names: Vec<String>) -> Result<(
     std::fs::rename(&tmp, out).with_context(|| format!("cannot write {}", out.display()))?;
     Ok(())
 }
+
+/// The name an image reference is stored under (`busybox` → `docker.io/library/busybox:latest`).
+fn normalised(reference: &str) -> Result<String> {
+    Ok(berth_image::Reference::parse(reference)
+        .map_err(|e| anyhow!("{e}"))?
+        .to_string())
+}
+
+/// `<name> <digest>` of a stored image.
+pub async fn print_image(conn: &Conn, reference: &str) -> Result<()> {
+    let name = normalised(reference)?;
+    let img = conn
+        .images()
+        .get(GetImageRequest { name: name.clone() })
+        .await
+        .map_err(crate::Reported)?
+        .into_inner()
+        .image
+        .ok_or_else(|| anyhow!("image {name} has no record"))?;
+    let digest = img.target.map(|t| t.digest).unwrap_or_default();
+    println!("{name} {digest}");
+    Ok(())
+}
+
+/// A second name for an image: same target, new record (replacing one of that name).
+pub async fn tag(conn: &Conn, src: &str, dst: &str) -> Result<()> {
+    let (src, dst) = (normalised(src)?, normalised(dst)?);
+    let mut img = conn
+        .images()
+        .get(GetImageRequest { name: src.clone() })
+        .await
+        .map_err(crate::Reported)?
+        .into_inner()
+        .image
+        .ok_or_else(|| anyhow!("image {src} has no record"))?;
+    img.name = dst.clone();
+    img.created_at = None;
+    img.updated_at = None;
+    let created = conn
+        .images()
+        .create(containerd_client::services::v1::CreateImageRequest {
+            image: Some(img.clone()),
+            source_date_epoch: None,
+        })
+        .await;
+    match created {
+        Ok(_) => {}
+        Err(s) if s.code() == Code::AlreadyExists => {
+            conn.images()
+                .update(containerd_client::services::v1::UpdateImageRequest {
+                    image: Some(img),
+                    update_mask: None,
+                    source_date_epoch: None,
+                })
+                .await
+                .map_err(crate::Reported)?;
+        }
+        Err(s) => return Err(crate::Reported(s).into()),
+    }
+    println!("{dst}");
+    Ok(())
+}

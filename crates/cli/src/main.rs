@@ -14,6 +14,7 @@ mod rootfs;
 mod run;
 mod stdio;
 mod task;
+mod transfer;
 mod unpack;
 
 use std::path::PathBuf;
@@ -239,6 +240,30 @@ enum ImageCmd {
         #[arg(long)]
         sync: bool,
     },
+    /// Pull an image in the daemon (containerd's Transfer service), with progress.
+    Pull {
+        reference: String,
+        /// Platform to pull and unpack (os/arch[/variant]); the host's by default.
+        #[arg(long)]
+        platform: Option<String>,
+        /// Fetch every platform's manifest and blobs (unpack only the host's).
+        #[arg(long)]
+        all_platforms: bool,
+        /// Registry credentials `user:password` (answered when the daemon asks).
+        #[arg(long, short = 'u')]
+        user: Option<String>,
+        #[arg(long, default_value = "overlayfs")]
+        snapshotter: String,
+    },
+    /// Push an image to its registry (or to TARGET).
+    Push {
+        name: String,
+        target: Option<String>,
+        #[arg(long, short = 'u')]
+        user: Option<String>,
+    },
+    /// Give an image another name.
+    Tag { source: String, target: String },
     /// Export images as an OCI-layout tar.
     Export {
         out: PathBuf,
@@ -363,6 +388,26 @@ async fn run(cli: Cli) -> Result<u8> {
         Cmd::Image(ImageCmd::Ls { filters }) => image::ls(&conn, filters, f).await,
         Cmd::Image(ImageCmd::Rm { names, sync }) => image::rm(&conn, names, sync).await,
         Cmd::Image(ImageCmd::Export { out, names }) => image::export_cmd(&conn, &out, names).await,
+        Cmd::Image(ImageCmd::Pull {
+            reference,
+            platform,
+            all_platforms,
+            user,
+            snapshotter,
+        }) => {
+            let args = transfer::PullArgs {
+                reference,
+                platform,
+                all_platforms,
+                user,
+                snapshotter,
+            };
+            transfer::pull(&conn, args).await
+        }
+        Cmd::Image(ImageCmd::Push { name, target, user }) => {
+            transfer::push(&conn, &name, target.as_deref(), user).await
+        }
+        Cmd::Image(ImageCmd::Tag { source, target }) => image::tag(&conn, &source, &target).await,
         Cmd::Content(ContentCmd::Ls { filters }) => misc::content_ls(&conn, filters, f).await,
         Cmd::Snapshot(SnapshotCmd::Ls { snapshotter }) => {
             misc::snapshot_ls(&conn, snapshotter, f).await

@@ -26,7 +26,20 @@ pub struct Config {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RegistryConfig {
+    /// containerd's hosts.toml layout: `<config_path>/<host>/hosts.toml`.
     pub config_path: PathBuf,
+    /// A pull fails when a registry sends nothing for this long (containerd's
+    /// `image_pull_progress_timeout`).
+    pub stall_timeout_secs: u64,
+    /// Credentials per registry host: `[registry.credentials."registry.example.com"]`.
+    pub credentials: BTreeMap<String, RegistryCredentials>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegistryCredentials {
+    pub username: String,
+    pub password: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -73,6 +86,8 @@ impl Default for RegistryConfig {
     fn default() -> Self {
         RegistryConfig {
             config_path: "/etc/berth/certs.d".into(),
+            stall_timeout_secs: 300,
+            credentials: BTreeMap::new(),
         }
     }
 }

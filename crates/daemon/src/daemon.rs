@@ -18,6 +18,8 @@ pub struct Daemon {
     pub events: Exchange,
     pub gc: Gc,
     pub tasks: Arc<berth_runtime::TaskManager>,
+    pub streams: crate::streams::Streams,
+    pub registry: berth_registry::Client,
     pub uuid: String,
     pub root: PathBuf,
 }

@@ -5,10 +5,12 @@ mod context;
 mod convert;
 mod daemon;
 mod events;
+mod fetcher;
 mod gc;
 mod server;
 mod services;
 mod status;
+mod streams;
 
 use std::path::PathBuf;
 

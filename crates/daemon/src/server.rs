@@ -44,6 +44,8 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         events,
         tasks,
         gc: Gc::new(Duration::from_millis(cfg.gc_delay_ms)),
+        streams: Default::default(),
+        registry: registry_client(&cfg)?,
         uuid: server_uuid(&cfg.root)?,
         root: cfg.root.clone(),
     });
@@ -106,6 +108,12 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
                 .max_decoding_message_size(MAX_MESSAGE),
         )
         .add_service(srv::tasks::tasks_server::TasksServer::new(svc.clone()))
+        .add_service(srv::streaming::streaming_server::StreamingServer::new(
+            svc.clone(),
+        ))
+        .add_service(srv::transfer::transfer_server::TransferServer::new(
+            svc.clone(),
+        ))
         .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown_signal())
         .await;
     let _ = fs::remove_file(&cfg.address);
@@ -139,6 +147,29 @@ fn runtime_config(cfg: &Config) -> anyhow::Result<berth_runtime::RuntimeConfig> 
             .map(|d| vec![d.to_path_buf()])
             .unwrap_or_default(),
     })
+}
+
+/// The registry client every pull and push starts from (hosts.toml dir, stall timeout, credentials).
+fn registry_client(cfg: &Config) -> anyhow::Result<berth_registry::Client> {
+    let r = &cfg.registry;
+    berth_registry::Client::new(berth_registry::RegistryConfig {
+        config_path: Some(r.config_path.clone()),
+        stall_timeout: Duration::from_secs(r.stall_timeout_secs.max(1)),
+        credentials: r
+            .credentials
+            .iter()
+            .map(|(host, c)| {
+                (
+                    host.clone(),
+                    berth_registry::Credentials {
+                        username: c.username.clone(),
+                        password: c.password.clone(),
+                    },
+                )
+            })
+            .collect(),
+    })
+    .context("registry client")
 }
 
 type Backends = (
