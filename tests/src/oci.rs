@@ -187,3 +187,67 @@ pub fn layout_tar_with_index(images: &[Image], index: &[u8], skip: &[String]) ->
     }
     b.into_inner().expect("finish layout tar")
 }
+
+/// An OCI layout directory whose tag `tag` names an image index of `images`, one per platform
+/// (`(image, os, architecture)`). Returns the index blob's digest.
+pub fn multi_platform_layout_dir(
+    dir: &std::path::Path,
+    tag: &str,
+    images: &[(Image, &str, &str)],
+) -> String {
+    let blobs = dir.join("blobs/sha256");
+    std::fs::create_dir_all(&blobs).expect("blobs dir");
+    let write = |b: &Blob| {
+        std::fs::write(blobs.join(&b.digest()["sha256:".len()..]), &b.data).expect("write blob");
+    };
+    for (img, _, _) in images {
+        for b in img.layers.iter().chain([&img.config, &img.manifest]) {
+            write(b);
+        }
+    }
+    let index = Blob {
+        media_type: "application/vnd.oci.image.index.v1+json".into(),
+        data: serde_json::to_vec(&json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.index.v1+json",
+            "manifests": images.iter().map(|(img, os, arch)| {
+                let mut d = img.manifest.descriptor();
+                d["platform"] = json!({"os": os, "architecture": arch});
+                d
+            }).collect::<Vec<_>>(),
+        }))
+        .expect("index json"),
+    };
+    write(&index);
+    let mut top = index.descriptor();
+    top["annotations"] = json!({"org.opencontainers.image.ref.name": tag});
+    std::fs::write(
+        dir.join("index.json"),
+        serde_json::to_vec(&json!({"schemaVersion": 2, "manifests": [top]})).expect("json"),
+    )
+    .expect("index.json");
+    std::fs::write(dir.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#)
+        .expect("oci-layout");
+    index.digest()
+}
+
+/// A single-layer image for `arch` whose one file says which platform it is.
+pub fn platform_image(arch: &str) -> Image {
+    let tar = layer_tar(&[file("platform", arch.as_bytes())]);
+    let config = Blob {
+        media_type: "application/vnd.oci.image.config.v1+json".into(),
+        data: serde_json::to_vec(&json!({
+            "architecture": arch, "os": "linux",
+            "rootfs": {"type": "layers", "diff_ids": [format!("sha256:{}", sha256_hex(&tar))]},
+        }))
+        .expect("config"),
+    };
+    Image::with_config(
+        &format!("platform-{arch}"),
+        vec![Blob {
+            media_type: LAYER_GZIP.into(),
+            data: gzip(&tar),
+        }],
+        config,
+    )
+}

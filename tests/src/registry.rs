@@ -20,20 +20,35 @@ fn free_port() -> u16 {
 
 impl Registry {
     pub fn start() -> Registry {
+        Registry::start_with(None)
+    }
+
+    /// A registry behind htpasswd basic auth for `user`:`password`.
+    pub fn start_with_htpasswd(user: &str, password: &str) -> Registry {
+        Registry::start_with(Some((user, password)))
+    }
+
+    fn start_with(htpasswd: Option<(&str, &str)>) -> Registry {
         let dir = tempfile::Builder::new()
             .prefix("berth-registry-")
             .tempdir()
             .expect("temp dir");
         let port = free_port();
         let config = dir.path().join("config.yml");
-        std::fs::write(
-            &config,
-            format!(
-                "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n",
-                dir.path().join("data").display()
-            ),
-        )
-        .expect("registry config");
+        let mut text = format!(
+            "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n",
+            dir.path().join("data").display()
+        );
+        if let Some((user, password)) = htpasswd {
+            let hash = bcrypt::hash(password, 5).expect("bcrypt");
+            let file = dir.path().join("htpasswd");
+            std::fs::write(&file, format!("{user}:{hash}\n")).expect("htpasswd");
+            text.push_str(&format!(
+                "auth:\n  htpasswd:\n    realm: berth-test\n    path: {}\n",
+                file.display()
+            ));
+        }
+        std::fs::write(&config, text).expect("registry config");
         let child = Command::new("docker-registry")
             .arg("serve")
             .arg(&config)
@@ -59,8 +74,17 @@ impl Registry {
 
     /// Copies tag `tag` of an OCI layout into this registry as `<repo>:<tag>` (skopeo, plain HTTP).
     pub fn push_layout(&self, layout: &Path, tag: &str, repo: &str) {
-        let out = Command::new("skopeo")
-            .args(["copy", "-q", "--dest-tls-verify=false"])
+        self.push_layout_as(layout, tag, repo, None)
+    }
+
+    /// Like `push_layout`, every platform of an index, with `user:password` if the registry wants it.
+    pub fn push_layout_as(&self, layout: &Path, tag: &str, repo: &str, creds: Option<&str>) {
+        let mut cmd = Command::new("skopeo");
+        cmd.args(["copy", "-q", "--all", "--dest-tls-verify=false"]);
+        if let Some(c) = creds {
+            cmd.arg(format!("--dest-creds={c}"));
+        }
+        let out = cmd
             .arg(format!("oci:{}:{tag}", layout.display()))
             .arg(format!("docker://{}/{repo}:{tag}", self.host()))
             .output()

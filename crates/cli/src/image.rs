@@ -336,8 +336,7 @@ pub async fn print_image(conn: &Conn, reference: &str) -> Result<()> {
     let img = conn
         .images()
         .get(GetImageRequest { name: name.clone() })
-        .await
-        .map_err(crate::Reported)?
+        .await?
         .into_inner()
         .image
         .ok_or_else(|| anyhow!("image {name} has no record"))?;
@@ -352,8 +351,7 @@ pub async fn tag(conn: &Conn, src: &str, dst: &str) -> Result<()> {
     let mut img = conn
         .images()
         .get(GetImageRequest { name: src.clone() })
-        .await
-        .map_err(crate::Reported)?
+        .await?
         .into_inner()
         .image
         .ok_or_else(|| anyhow!("image {src} has no record"))?;
@@ -376,10 +374,9 @@ pub async fn tag(conn: &Conn, src: &str, dst: &str) -> Result<()> {
                     update_mask: None,
                     source_date_epoch: None,
                 })
-                .await
-                .map_err(crate::Reported)?;
+                .await?;
         }
-        Err(s) => return Err(crate::Reported(s).into()),
+        Err(s) => return Err(s.into()),
     }
     println!("{dst}");
     Ok(())

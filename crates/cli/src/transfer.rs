@@ -205,7 +205,7 @@ pub async fn pull(conn: &Conn, args: PullArgs) -> Result<()> {
     if let Some(t) = auth_task {
         t.abort();
     }
-    result.map_err(|s| anyhow::Error::new(crate::Reported(s)))?;
+    result?;
     // The image is stored under its normalised name: print it with its digest.
     crate::image::print_image(conn, &args.reference).await
 }
@@ -243,7 +243,7 @@ pub async fn push(
     if let Some(t) = auth_task {
         t.abort();
     }
-    result.map_err(|s| anyhow::Error::new(crate::Reported(s)))?;
+    result?;
     println!("pushed {}", target.unwrap_or(name));
     Ok(())
 }

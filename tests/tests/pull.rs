@@ -1,0 +1,261 @@
+//! Server-side pulls (`berth image pull`, containerd's Transfer service in berthd) and pushes, against
+//! Debian's `docker-registry` on loopback.
+
+use berth_tests::client::{self, MountGuard};
+use berth_tests::oci;
+use berth_tests::registry::Registry;
+use berth_tests::{
+    chain_id, diff_ids, layout_blob_json, oci_index_refs, runtime, test_images, Berthd,
+};
+
+fn image_digest(d: &Berthd, ns: &str, name: &str) -> Option<String> {
+    let ls = d.berth(ns, &["--format", "json", "image", "ls"]).ok();
+    let v: serde_json::Value = serde_json::from_str(&ls.stdout).expect("json");
+    v.as_array()?
+        .iter()
+        .find(|i| i["name"] == name)
+        .and_then(|i| i["digest"].as_str())
+        .map(str::to_string)
+}
+
+fn content_digests(d: &Berthd, ns: &str) -> Vec<String> {
+    d.ctr(ns, &["content", "ls", "-q"])
+        .ok()
+        .stdout
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn berth_pull_matches_what_was_pushed() {
+    let images = test_images();
+    let layout = images.join("oci");
+    let reg = Registry::start();
+    reg.push_layout(&layout, "httpd", "web/httpd");
+    let d = Berthd::start();
+    let ns = d.unique_ns();
+    let reference = format!("{}/web/httpd:httpd", reg.host());
+    let out = d.berth(&ns, &["image", "pull", &reference]).ok();
+    let (_, digest) = oci_index_refs(&layout)
+        .into_iter()
+        .find(|(n, _)| n == "httpd")
+        .expect("httpd");
+    assert_eq!(out.stdout.trim(), format!("{reference} {digest}"));
+    assert_eq!(
+        image_digest(&d, &ns, &reference).as_deref(),
+        Some(digest.as_str())
+    );
+
+    // Every blob of the image is stored, and the leases of the pull are gone.
+    let manifest = layout_blob_json(&layout, &digest);
+    let stored = content_digests(&d, &ns);
+    for want in std::iter::once(manifest["config"]["digest"].as_str().expect("config")).chain(
+        manifest["layers"]
+            .as_array()
+            .expect("layers")
+            .iter()
+            .map(|l| l["digest"].as_str().expect("digest")),
+    ) {
+        assert!(
+            stored.iter().any(|s| s == want),
+            "{want} not stored: {stored:?}"
+        );
+    }
+    assert!(
+        d.ctr(&ns, &["leases", "ls", "-q"])
+            .ok()
+            .stdout
+            .trim()
+            .is_empty(),
+        "pull lease left"
+    );
+
+    // The unpacked snapshot is the image's filesystem, and a container runs from it.
+    let config = layout_blob_json(
+        &layout,
+        manifest["config"]["digest"].as_str().expect("config"),
+    );
+    let rt = runtime();
+    let ch = rt.block_on(d.channel());
+    let mounts = rt
+        .block_on(client::view(
+            &ch,
+            &ns,
+            "overlayfs",
+            "check",
+            &chain_id(&diff_ids(&config)),
+        ))
+        .expect("view of the pulled chain");
+    let target = tempfile::tempdir().expect("mount point");
+    let _m = MountGuard::mount(&mounts, target.path());
+    assert!(target.path().join("var/www/index.html").is_file());
+    let run = d.berth(
+        &ns,
+        &[
+            "run",
+            "--rm",
+            "--runtime",
+            "io.containerd.berth.v2",
+            &reference,
+            "p1",
+            "cat",
+            "/var/www/index.html",
+        ],
+    );
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    assert!(
+        run.stdout.contains("hello from busybox httpd"),
+        "{}",
+        run.stdout
+    );
+}
+
+#[test]
+fn multi_platform_index_selects_the_host_or_the_asked_platform() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let amd64 = oci::platform_image("amd64");
+    let arm64 = oci::platform_image("arm64");
+    let (amd_manifest, arm_manifest) = (amd64.manifest.digest(), arm64.manifest.digest());
+    let (amd_layer, arm_layer) = (amd64.layers[0].digest(), arm64.layers[0].digest());
+    let index = oci::multi_platform_layout_dir(
+        dir.path(),
+        "multi",
+        &[(amd64, "linux", "amd64"), (arm64, "linux", "arm64")],
+    );
+    let reg = Registry::start();
+    reg.push_layout(dir.path(), "multi", "multi/arch");
+    let reference = format!("{}/multi/arch:multi", reg.host());
+
+    let d = Berthd::start();
+    let ns = d.unique_ns();
+    d.berth(&ns, &["image", "pull", &reference]).ok();
+    assert_eq!(
+        image_digest(&d, &ns, &reference).as_deref(),
+        Some(index.as_str()),
+        "image target is the index"
+    );
+    let stored = content_digests(&d, &ns);
+    assert!(
+        stored.contains(&amd_manifest) && stored.contains(&amd_layer),
+        "amd64 not fetched: {stored:?}"
+    );
+    assert!(
+        !stored.contains(&arm_manifest) && !stored.contains(&arm_layer),
+        "arm64 fetched by default"
+    );
+
+    let ns2 = format!("{ns}-arm");
+    d.berth(
+        &ns2,
+        &["image", "pull", "--platform", "linux/arm64", &reference],
+    )
+    .ok();
+    let stored = content_digests(&d, &ns2);
+    assert!(
+        stored.contains(&arm_manifest) && stored.contains(&arm_layer),
+        "arm64 not fetched: {stored:?}"
+    );
+    assert!(
+        !stored.contains(&amd_layer),
+        "amd64 layer fetched for an arm64 pull"
+    );
+}
+
+#[test]
+fn basic_auth_registry_needs_credentials() {
+    let images = test_images();
+    let reg = Registry::start_with_htpasswd("alice", "s3cret");
+    reg.push_layout_as(
+        &images.join("oci"),
+        "busybox",
+        "private/busybox",
+        Some("alice:s3cret"),
+    );
+    let d = Berthd::start();
+    let ns = d.unique_ns();
+    let reference = format!("{}/private/busybox:busybox", reg.host());
+    let anon = d.berth(&ns, &["image", "pull", &reference]);
+    assert_eq!(anon.code, Some(1), "pulled without credentials");
+    assert!(
+        anon.stderr.to_lowercase().contains("unauthenticated") || anon.stderr.contains("401"),
+        "{}",
+        anon.stderr
+    );
+    assert!(image_digest(&d, &ns, &reference).is_none());
+    let wrong = d.berth(&ns, &["image", "pull", "--user", "alice:nope", &reference]);
+    assert_eq!(wrong.code, Some(1));
+    d.berth(
+        &ns,
+        &["image", "pull", "--user", "alice:s3cret", &reference],
+    )
+    .ok();
+    assert!(image_digest(&d, &ns, &reference).is_some());
+}
+
+#[test]
+fn missing_reference_is_not_found_and_leaves_nothing() {
+    let images = test_images();
+    let reg = Registry::start();
+    reg.push_layout(&images.join("oci"), "busybox", "library/busybox");
+    let d = Berthd::start();
+    let ns = d.unique_ns();
+    let missing = format!("{}/library/nothing:here", reg.host());
+    let r = d.berth(&ns, &["image", "pull", &missing]);
+    assert_eq!(r.code, Some(1));
+    assert!(
+        r.stderr.contains("not found") && r.stderr.contains("nothing"),
+        "{}",
+        r.stderr
+    );
+    assert!(content_digests(&d, &ns).is_empty());
+    assert!(
+        d.ctr(&ns, &["content", "active"])
+            .ok()
+            .stdout
+            .lines()
+            .count()
+            <= 1,
+        "ingest left"
+    );
+    // The next pull succeeds.
+    d.berth(
+        &ns,
+        &[
+            "image",
+            "pull",
+            &format!("{}/library/busybox:busybox", reg.host()),
+        ],
+    )
+    .ok();
+}
+
+#[test]
+fn push_then_pull_back_on_a_fresh_root() {
+    let images = test_images();
+    let reg = Registry::start();
+    let a = Berthd::start();
+    let ns = a.unique_ns();
+    a.berth(
+        &ns,
+        &[
+            "image",
+            "import",
+            images.join("busybox-oci.tar").to_str().expect("path"),
+        ],
+    )
+    .ok();
+    let target = format!("{}/mine/busybox:v1", reg.host());
+    a.berth(
+        &ns,
+        &["image", "tag", "docker.io/library/busybox:latest", &target],
+    )
+    .ok();
+    a.berth(&ns, &["image", "push", &target]).ok();
+    let pushed = image_digest(&a, &ns, &target).expect("tagged image");
+
+    let b = Berthd::start();
+    let ns_b = b.unique_ns();
+    b.berth(&ns_b, &["image", "pull", &target]).ok();
+    assert_eq!(image_digest(&b, &ns_b, &target), Some(pushed));
+}
