@@ -251,3 +251,21 @@ pub fn platform_image(arch: &str) -> Image {
         config,
     )
 }
+
+/// An OCI layout directory holding `image` under tag `tag`.
+pub fn layout_dir(dir: &std::path::Path, tag: &str, image: &Image) {
+    let blobs = dir.join("blobs/sha256");
+    std::fs::create_dir_all(&blobs).expect("blobs dir");
+    for b in image.layers.iter().chain([&image.config, &image.manifest]) {
+        std::fs::write(blobs.join(&b.digest()["sha256:".len()..]), &b.data).expect("write blob");
+    }
+    let mut top = image.manifest.descriptor();
+    top["annotations"] = json!({"org.opencontainers.image.ref.name": tag});
+    std::fs::write(
+        dir.join("index.json"),
+        serde_json::to_vec(&json!({"schemaVersion": 2, "manifests": [top]})).expect("json"),
+    )
+    .expect("index.json");
+    std::fs::write(dir.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#)
+        .expect("oci-layout");
+}

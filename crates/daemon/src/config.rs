@@ -31,6 +31,8 @@ pub struct RegistryConfig {
     /// A pull fails when a registry sends nothing for this long (containerd's
     /// `image_pull_progress_timeout`).
     pub stall_timeout_secs: u64,
+    /// Layers of one pull downloaded at once.
+    pub max_concurrent_downloads: usize,
     /// Credentials per registry host: `[registry.credentials."registry.example.com"]`.
     pub credentials: BTreeMap<String, RegistryCredentials>,
 }
@@ -87,6 +89,7 @@ impl Default for RegistryConfig {
         RegistryConfig {
             config_path: "/etc/berth/certs.d".into(),
             stall_timeout_secs: 300,
+            max_concurrent_downloads: 3,
             credentials: BTreeMap::new(),
         }
     }

@@ -20,6 +20,7 @@ pub struct Daemon {
     pub tasks: Arc<berth_runtime::TaskManager>,
     pub streams: crate::streams::Streams,
     pub registry: berth_registry::Client,
+    pub max_concurrent_downloads: usize,
     pub uuid: String,
     pub root: PathBuf,
 }

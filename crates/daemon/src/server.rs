@@ -46,6 +46,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         gc: Gc::new(Duration::from_millis(cfg.gc_delay_ms)),
         streams: Default::default(),
         registry: registry_client(&cfg)?,
+        max_concurrent_downloads: cfg.registry.max_concurrent_downloads.max(1),
         uuid: server_uuid(&cfg.root)?,
         root: cfg.root.clone(),
     });

@@ -16,7 +16,10 @@ use bytes::{Buf, Bytes};
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 
 /// Bytes all layers of one pull may hold in memory while their applies have not caught up.
-pub(crate) const BUDGET: usize = 64 << 20;
+/// Small on purpose: a layer whose apply is still waiting for the one below soon detaches and
+/// is read back from the committed blob (page cache), so berthd's memory stays flat during a
+/// pull instead of growing with what is queued (64 MiB here gave a 96 MB peak RSS).
+pub(crate) const BUDGET: usize = 8 << 20;
 
 /// The memory budget shared by every pipe of one pull.
 pub(crate) struct Budget {

@@ -176,7 +176,7 @@ impl Service {
             all_platforms: dest.all_metadata,
             snapshotter: snapshotter.name().to_string(),
             unpack: !dest.unpacks.is_empty(),
-            max_concurrent_downloads: 3,
+            max_concurrent_downloads: self.max_concurrent_downloads,
         };
         let to_client = match &progress {
             Some(id) => Some(self.streams.take(&ns, id)?.to_client),
