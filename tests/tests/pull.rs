@@ -329,3 +329,37 @@ fn multi_layer_pull_gives_the_merged_view() {
     );
     assert_eq!(std::fs::read(t("opq/only")).expect("only"), b"only");
 }
+
+#[test]
+fn pull_progress_is_published_as_events() {
+    let images = test_images();
+    let reg = Registry::start();
+    reg.push_layout(&images.join("oci"), "busybox", "library/busybox");
+    let d = Berthd::start();
+    let ns = d.unique_ns();
+    let out = d.dir.path().join("events.txt");
+    let mut events = std::process::Command::new(berth_tests::berth_bin())
+        .arg("--address")
+        .arg(d.socket())
+        .arg("events")
+        .stdout(std::fs::File::create(&out).expect("events file"))
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("berth events");
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    d.berth(
+        &ns,
+        &[
+            "image",
+            "pull",
+            &format!("{}/library/busybox:busybox", reg.host()),
+        ],
+    )
+    .ok();
+    berth_tests::wait_until("pull events", || {
+        let text = std::fs::read_to_string(&out).unwrap_or_default();
+        text.contains("/images/pull/progress") && text.contains("/images/create")
+    });
+    let _ = events.kill();
+    let _ = events.wait();
+}

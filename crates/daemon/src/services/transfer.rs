@@ -26,6 +26,10 @@ use crate::status::IntoStatus;
 
 const OCI_REGISTRY: &str = "containerd.types.transfer.OCIRegistry";
 const IMAGE_STORE: &str = "containerd.types.transfer.ImageStore";
+/// Topic of pull progress on the event service.
+pub const PULL_PROGRESS_TOPIC: &str = "/images/pull/progress";
+/// Byte progress is published on the event service at most this often per layer.
+const EVENT_BYTES_STEP: u64 = 16 << 20;
 /// How long a client has to answer a credentials request on its auth stream.
 const AUTH_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -184,12 +188,32 @@ impl Service {
         };
         // Progress comes from inside the pull (synchronously); a task forwards it to the client.
         let (ptx, mut prx) = mpsc::unbounded_channel::<berth_pull::Progress>();
+        // Subscribers of the event service see it too (`/images/pull/progress`), thinned: byte
+        // counts at most every 16 MiB per layer, every other step as it happens.
+        let events = self.events.clone();
+        let ns_events = ns.clone();
         let forward = tokio::spawn(async move {
+            let mut last_published: std::collections::HashMap<String, u64> = Default::default();
+            let mut client_gone = false;
             while let Some(p) = prx.recv().await {
-                if let Some(tx) = &to_client {
-                    if tx.send(Ok(progress_to_pb(&p))).await.is_err() {
-                        break;
+                let msg = progress_to_pb(&p);
+                let publish = match &p {
+                    berth_pull::Progress::LayerBytes { digest, done, total } => {
+                        let last = last_published.entry(digest.clone()).or_insert(0);
+                        let due = *done >= *last + EVENT_BYTES_STEP || done == total;
+                        if due {
+                            *last = *done;
+                        }
+                        due
                     }
+                    _ => true,
+                };
+                if publish {
+                    events.publish_any(&ns_events, PULL_PROGRESS_TOPIC, Some(msg.clone()));
+                }
+                if let (Some(tx), false) = (&to_client, client_gone) {
+                    // A client that stopped reading does not stop the pull.
+                    client_gone = tx.send(Ok(msg)).await.is_err();
                 }
             }
         });
