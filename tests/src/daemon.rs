@@ -13,10 +13,18 @@ pub struct Berthd {
 
 impl Berthd {
     pub fn start() -> Berthd {
+        Berthd::start_with_config("")
+    }
+
+    /// A berthd reading `config` (TOML) as its config file.
+    pub fn start_with_config(config: &str) -> Berthd {
         let dir = tempfile::Builder::new()
             .prefix("berth-e2e-")
             .tempdir()
             .expect("temp dir");
+        if !config.is_empty() {
+            std::fs::write(dir.path().join("config.toml"), config).expect("write config");
+        }
         let mut d = Berthd { dir, child: None };
         d.spawn();
         d

@@ -103,3 +103,69 @@ impl Drop for Registry {
         let _ = self.child.wait();
     }
 }
+
+/// A mirror in front of a registry that flips one byte of every blob body it serves: a broken or
+/// hostile mirror. Counts the blobs it corrupted. Stops with the test (its listener thread dies with
+/// the process; the port is loopback-only).
+pub struct CorruptingMirror {
+    pub port: u16,
+    pub corrupted: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl CorruptingMirror {
+    pub fn start(upstream_port: u16) -> CorruptingMirror {
+        use std::io::{Read, Write};
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind mirror");
+        let port = listener.local_addr().expect("addr").port();
+        let corrupted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let count = corrupted.clone();
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(mut client) = conn else { break };
+                let count = count.clone();
+                std::thread::spawn(move || {
+                    let mut head = Vec::new();
+                    let mut byte = [0u8; 1];
+                    while !head.ends_with(b"\r\n\r\n") {
+                        match client.read(&mut byte) {
+                            Ok(1) => head.push(byte[0]),
+                            _ => return,
+                        }
+                    }
+                    let text = String::from_utf8_lossy(&head).into_owned();
+                    let is_blob_get = text.starts_with("GET ")
+                        && text.lines().next().is_some_and(|l| l.contains("/blobs/"));
+                    // One request per connection: ask the registry to close when it is done.
+                    let forwarded: String = text
+                        .split("\r\n")
+                        .filter(|l| !l.to_ascii_lowercase().starts_with("connection:"))
+                        .collect::<Vec<_>>()
+                        .join("\r\n")
+                        .trim_end()
+                        .to_string()
+                        + "\r\nConnection: close\r\n\r\n";
+                    let Ok(mut up) = std::net::TcpStream::connect(("127.0.0.1", upstream_port))
+                    else {
+                        return;
+                    };
+                    if up.write_all(forwarded.as_bytes()).is_err() {
+                        return;
+                    }
+                    let mut resp = Vec::new();
+                    let _ = up.read_to_end(&mut resp);
+                    if is_blob_get && resp.starts_with(b"HTTP/1.1 200") {
+                        if let Some(split) = resp.windows(4).position(|w| w == b"\r\n\r\n") {
+                            if resp.len() > split + 4 {
+                                let last = resp.len() - 1;
+                                resp[last] ^= 0xff;
+                                count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                            }
+                        }
+                    }
+                    let _ = client.write_all(&resp);
+                });
+            }
+        });
+        CorruptingMirror { port, corrupted }
+    }
+}

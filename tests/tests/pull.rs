@@ -363,3 +363,50 @@ fn pull_progress_is_published_as_events() {
     let _ = events.kill();
     let _ = events.wait();
 }
+
+#[test]
+fn mirror_serving_a_wrong_blob_is_rejected_and_the_next_host_used() {
+    let images = test_images();
+    let reg = Registry::start();
+    reg.push_layout(&images.join("oci"), "busybox", "library/busybox");
+    let mirror = berth_tests::registry::CorruptingMirror::start(reg.port);
+    let certs = tempfile::tempdir().expect("certs.d");
+    let host_dir = certs.path().join(reg.host());
+    std::fs::create_dir_all(&host_dir).expect("host dir");
+    std::fs::write(
+        host_dir.join("hosts.toml"),
+        format!(
+            "server = \"http://{}\"\n\n[host.\"http://127.0.0.1:{}\"]\n  capabilities = [\"pull\", \"resolve\"]\n",
+            reg.host(),
+            mirror.port
+        ),
+    )
+    .expect("hosts.toml");
+    let d = Berthd::start_with_config(&format!(
+        "[registry]\nconfig_path = \"{}\"\n",
+        certs.path().display()
+    ));
+    let ns = d.unique_ns();
+    let reference = format!("{}/library/busybox:busybox", reg.host());
+    d.berth(&ns, &["image", "pull", &reference]).ok();
+    assert!(
+        mirror.corrupted.load(std::sync::atomic::Ordering::SeqCst) > 0,
+        "the mirror was never asked for a blob: the test proves nothing"
+    );
+    let (_, digest) = oci_index_refs(&images.join("oci"))
+        .into_iter()
+        .find(|(n, _)| n == "busybox")
+        .expect("busybox");
+    assert_eq!(image_digest(&d, &ns, &reference), Some(digest));
+    // Whatever is stored matches its digest.
+    for e in std::fs::read_dir(d.root().join("content/blobs/sha256"))
+        .expect("blobs")
+        .flatten()
+    {
+        let data = std::fs::read(e.path()).expect("blob");
+        assert_eq!(
+            berth_tests::sha256_hex(&data),
+            e.file_name().to_string_lossy()
+        );
+    }
+}

@@ -12,6 +12,18 @@ pub struct RegistryFetcher {
 
 fn to_pull(e: berth_registry::Error) -> berth_pull::Error {
     use berth_registry::ErrorKind as K;
+    if let berth_registry::Error::DigestMismatch {
+        what,
+        expected,
+        actual,
+    } = e
+    {
+        return berth_pull::Error::DigestMismatch {
+            what,
+            expected,
+            actual,
+        };
+    }
     let msg = e.to_string();
     match e.kind() {
         K::NotFound => berth_pull::Error::NotFound(msg),
@@ -20,11 +32,6 @@ fn to_pull(e: berth_registry::Error) -> berth_pull::Error {
         K::TooLarge => berth_pull::Error::TooLarge(msg),
         K::Timeout => berth_pull::Error::Timeout(msg),
         K::Unavailable => berth_pull::Error::Unavailable(msg),
-        K::DigestMismatch => berth_pull::Error::DigestMismatch {
-            what: msg,
-            expected: String::new(),
-            actual: String::new(),
-        },
         _ => berth_pull::Error::Internal(msg),
     }
 }

@@ -97,7 +97,7 @@ fn identity(creds: Option<&Credentials>) -> String {
     })
 }
 
-struct Inner {
+pub(crate) struct Inner {
     config_path: Option<PathBuf>,
     stall: Duration,
     /// reqwest clients by TLS settings: hosts sharing settings share connection pools.
@@ -107,16 +107,19 @@ struct Inner {
     tokens: Mutex<HashMap<TokenKey, Token>>,
     /// One token fetch at a time per key: concurrent blob fetches share the first one's token.
     token_locks: Mutex<HashMap<TokenKey, Arc<tokio::sync::Mutex<()>>>>,
+    /// (host, digest) pairs whose body did not match the digest: later fetches of that blob try
+    /// the other hosts (a bad mirror must not win every retry).
+    pub(crate) bad_blobs: Arc<Mutex<std::collections::HashSet<(String, String)>>>,
 }
 
 /// A registry client. Cheap to clone; clones share connections and cached tokens.
 #[derive(Clone)]
 pub struct Client {
-    inner: Arc<Inner>,
+    pub(crate) inner: Arc<Inner>,
     credentials: Arc<HashMap<String, Credentials>>,
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     // A panic while holding these maps cannot leave them inconsistent (single inserts).
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
@@ -136,6 +139,7 @@ impl Client {
                 challenges: Mutex::new(HashMap::new()),
                 tokens: Mutex::new(HashMap::new()),
                 token_locks: Mutex::new(HashMap::new()),
+                bad_blobs: Arc::new(Mutex::new(std::collections::HashSet::new())),
             }),
             credentials: Arc::new(cfg.credentials),
         })

@@ -2,6 +2,7 @@
 //! (streamed, resumable with `Range`, stall-bounded, verified when read from the start).
 
 use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Duration;
 
 use berth_image::{media_types, Descriptor, Digest, Reference};
@@ -254,7 +255,16 @@ impl Client {
             )));
         }
         let mut errors = Vec::new();
-        for host in self.hosts(&r.domain, Capability::Pull).await? {
+        let mut hosts = self.hosts(&r.domain, Capability::Pull).await?;
+        let digest = desc.digest.to_string();
+        let served_bad = |h: &RegistryHost| {
+            crate::client::lock(&self.inner.bad_blobs)
+                .contains(&(h.authority.clone(), digest.clone()))
+        };
+        if hosts.iter().any(|h| !served_bad(h)) {
+            hosts.retain(|h| !served_bad(h));
+        }
+        for host in hosts {
             match self.open_blob(&host, &r, desc, offset, &what).await {
                 Ok(s) => return Ok(s),
                 Err(e) => {
@@ -305,6 +315,7 @@ impl Client {
             // Only a whole read can be checked here; a resumed one is checked by the caller.
             hasher: (offset == 0).then(Sha256::new),
             done: false,
+            bad_blobs: self.inner.bad_blobs.clone(),
         };
         Ok(Box::pin(futures::stream::unfold(state, next_chunk)))
     }
@@ -342,6 +353,7 @@ struct BlobState {
     size: u64,
     hasher: Option<Sha256>,
     done: bool,
+    bad_blobs: Arc<std::sync::Mutex<std::collections::HashSet<(String, String)>>>,
 }
 
 async fn next_chunk(mut st: BlobState) -> Option<(Result<Bytes>, BlobState)> {
@@ -416,6 +428,7 @@ fn finish(mut st: BlobState) -> Option<(Result<Bytes>, BlobState)> {
     if let Some(h) = st.hasher.take() {
         let got = hex::encode(h.finalize());
         if got != st.expected.hex() {
+            crate::client::lock(&st.bad_blobs).insert((st.host.clone(), st.expected.to_string()));
             let e = Error::DigestMismatch {
                 what: st.what.clone(),
                 expected: st.expected.to_string(),

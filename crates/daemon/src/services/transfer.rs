@@ -198,7 +198,11 @@ impl Service {
             while let Some(p) = prx.recv().await {
                 let msg = progress_to_pb(&p);
                 let publish = match &p {
-                    berth_pull::Progress::LayerBytes { digest, done, total } => {
+                    berth_pull::Progress::LayerBytes {
+                        digest,
+                        done,
+                        total,
+                    } => {
                         let last = last_published.entry(digest.clone()).or_insert(0);
                         let due = *done >= *last + EVENT_BYTES_STEP || done == total;
                         if due {
@@ -225,21 +229,36 @@ impl Service {
         let result = async {
             // A collection must not sweep what this pull made before its lease names it.
             let _hold = self.gc.hold().await;
-            berth_pull::pull(
-                self.store.clone(),
-                snapshotter,
-                &ns,
-                &fetcher,
-                &source.reference,
-                &opts,
-                move |p| {
-                    let _ = ptx.send(p);
-                },
-            )
-            .await
+            let mut retried = false;
+            loop {
+                let ptx = ptx.clone();
+                let r = berth_pull::pull(
+                    self.store.clone(),
+                    snapshotter.clone(),
+                    &ns,
+                    &fetcher,
+                    &source.reference,
+                    &opts,
+                    move |p| {
+                        let _ = ptx.send(p);
+                    },
+                )
+                .await;
+                match r {
+                    // The registry client now avoids the host that served bad bytes (a broken
+                    // mirror): one more pull takes the blob from the next host. What the first
+                    // attempt committed is reused.
+                    Err(e) if e.kind() == berth_pull::ErrorKind::DigestMismatch && !retried => {
+                        tracing::warn!(error = %e, "blob did not match its digest; pulling again from the next host");
+                        retried = true;
+                    }
+                    r => break r,
+                }
+            }
         }
         .instrument(span)
         .await;
+        drop(ptx);
         let _ = forward.await;
         let image = result.map_err(pull_status)?;
         if !dest.name.is_empty() && dest.name != image.name {
