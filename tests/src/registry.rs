@@ -52,7 +52,7 @@ impl Registry {
         let child = Command::new("docker-registry")
             .arg("serve")
             .arg(&config)
-            .stdout(Stdio::null())
+            .stdout(std::fs::File::create(dir.path().join("access.log")).expect("access log"))
             .stderr(std::fs::File::create(dir.path().join("log")).expect("log"))
             .spawn()
             .expect("start docker-registry (apt-get install docker-registry)");
@@ -66,6 +66,11 @@ impl Registry {
             std::thread::sleep(Duration::from_millis(20));
         }
         r
+    }
+
+    /// The registry's HTTP access log so far.
+    pub fn access_log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("access.log")).unwrap_or_default()
     }
 
     pub fn host(&self) -> String {

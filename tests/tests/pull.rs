@@ -410,3 +410,34 @@ fn mirror_serving_a_wrong_blob_is_rejected_and_the_next_host_used() {
         );
     }
 }
+
+#[test]
+fn push_to_another_repository_mounts_instead_of_uploading() {
+    let images = test_images();
+    let reg = Registry::start();
+    reg.push_layout(&images.join("oci"), "busybox", "team-a/busybox");
+    let d = Berthd::start();
+    let ns = d.unique_ns();
+    let from = format!("{}/team-a/busybox:busybox", reg.host());
+    let to = format!("{}/team-b/busybox:copy", reg.host());
+    d.berth(&ns, &["image", "pull", &from]).ok();
+    d.berth(&ns, &["image", "tag", &from, &to]).ok();
+    d.berth(&ns, &["image", "push", &to]).ok();
+    let log = reg.access_log();
+    let mounts = log
+        .lines()
+        .filter(|l| l.contains("/v2/team-b/busybox/blobs/uploads/") && l.contains("mount="))
+        .count();
+    assert!(
+        mounts >= 2,
+        "config and layer should be mounted from team-a, access log:\n{log}"
+    );
+    // And the copy is pullable, with the same digest.
+    let fresh = Berthd::start();
+    let ns2 = fresh.unique_ns();
+    fresh.berth(&ns2, &["image", "pull", &to]).ok();
+    assert_eq!(
+        image_digest(&fresh, &ns2, &to),
+        image_digest(&d, &ns, &from)
+    );
+}

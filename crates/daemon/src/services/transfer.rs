@@ -26,6 +26,8 @@ use crate::status::IntoStatus;
 
 const OCI_REGISTRY: &str = "containerd.types.transfer.OCIRegistry";
 const IMAGE_STORE: &str = "containerd.types.transfer.ImageStore";
+/// containerd's label naming the repositories of a registry a blob was pulled from.
+const SOURCE_LABEL: &str = "containerd.io/distribution.source.";
 /// Topic of pull progress on the event service.
 pub const PULL_PROGRESS_TOPIC: &str = "/images/pull/progress";
 /// Byte progress is published on the event service at most this often per layer.
@@ -261,6 +263,13 @@ impl Service {
         drop(ptx);
         let _ = forward.await;
         let image = result.map_err(pull_status)?;
+        self.label_sources(
+            &ns,
+            &image.target.digest,
+            &image.target.media_type,
+            &reference,
+        )
+        .await?;
         if !dest.name.is_empty() && dest.name != image.name {
             // The client asked for another name: the pulled image is stored under it too.
             let mut named = image.clone();
@@ -283,6 +292,68 @@ impl Service {
                 labels: image.labels.clone(),
             },
         );
+        Ok(())
+    }
+
+    /// Records where the pulled blobs came from, as containerd does
+    /// (`containerd.io/distribution.source.<host>` = repositories), so a push to another
+    /// repository of that registry can mount them instead of uploading them again.
+    async fn label_sources(
+        &self,
+        ns: &str,
+        digest: &str,
+        media_type: &str,
+        from: &Reference,
+    ) -> Result<(), Status> {
+        let key = format!("{SOURCE_LABEL}{}", from.domain);
+        let repo = from.path.clone();
+        let mut todo = vec![(digest.to_string(), media_type.to_string())];
+        while let Some((digest, media_type)) = todo.pop() {
+            let s = self.clone();
+            let (ns2, d2, key2, repo2) =
+                (ns.to_string(), digest.clone(), key.clone(), repo.clone());
+            // Blobs of other platforms were not pulled: nothing to label.
+            let present = blocking(move || {
+                let Ok(mut info) = s.store.content_info(&ns2, &d2) else {
+                    return Ok(false);
+                };
+                let mut repos: Vec<String> = info
+                    .labels
+                    .get(&key2)
+                    .map(|v| v.split(',').map(str::to_string).collect())
+                    .unwrap_or_default();
+                if !repos.contains(&repo2) {
+                    repos.push(repo2);
+                    info.labels.insert(key2.clone(), repos.join(","));
+                    s.store
+                        .content_update(&ns2, info, &[format!("labels.{key2}")])
+                        .status()?;
+                }
+                Ok(true)
+            })
+            .await?;
+            if !present
+                || !(berth_image::media_types::is_manifest(&media_type)
+                    || berth_image::media_types::is_index(&media_type))
+            {
+                continue;
+            }
+            let body = self.read_blob(ns, &digest).await?;
+            match Document::parse(&media_type, &body)
+                .map_err(|e| Status::internal(e.to_string()))?
+            {
+                Document::Manifest(m) => {
+                    for d in std::iter::once(&m.config).chain(m.layers.iter()) {
+                        todo.push((d.digest.to_string(), d.media_type.clone()));
+                    }
+                }
+                Document::Index(i) => {
+                    for d in &i.manifests {
+                        todo.push((d.digest.to_string(), d.media_type.clone()));
+                    }
+                }
+            }
+        }
         Ok(())
     }
 
@@ -356,11 +427,29 @@ impl Service {
         {
             return Ok(());
         }
+        let target =
+            Reference::parse(reference).map_err(|e| Status::invalid_argument(e.to_string()))?;
         let s = self.clone();
         let (ns2, digest) = (ns.to_string(), desc.digest.to_string());
-        let (file, _) = blocking(move || s.store.content_open(&ns2, &digest).status()).await?;
+        let key = format!("{SOURCE_LABEL}{}", target.domain);
+        let (file, mount_from) = blocking(move || {
+            let (file, _) = s.store.content_open(&ns2, &digest).status()?;
+            // Another repository of the same registry has it: ask for a cross-repo mount.
+            let from = s.store.content_info(&ns2, &digest).ok().and_then(|i| {
+                i.labels
+                    .get(&key)
+                    .and_then(|v| v.split(',').find(|r| *r != target.path).map(str::to_string))
+            });
+            Ok((file, from))
+        })
+        .await?;
         client
-            .push_blob(reference, desc, tokio::fs::File::from_std(file), None)
+            .push_blob(
+                reference,
+                desc,
+                tokio::fs::File::from_std(file),
+                mount_from.as_deref(),
+            )
             .await
             .map_err(registry_status)
     }
