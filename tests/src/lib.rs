@@ -178,3 +178,52 @@ pub fn diff_ids(config: &serde_json::Value) -> Vec<String> {
         .map(|v| v.as_str().expect("diff id").to_string())
         .collect()
 }
+
+/// A berthd with the offline busybox images imported into its own namespace (`unique_ns`).
+pub fn berthd_with_busybox() -> Berthd {
+    let d = Berthd::start();
+    let tar = test_images().join("busybox-oci.tar");
+    d.ctr(
+        &d.unique_ns(),
+        &["images", "import", tar.to_str().expect("path")],
+    )
+    .ok();
+    d
+}
+
+/// `ctr events` (all namespaces) written to a file while it lives; killed, by PID, on drop.
+pub struct CtrEvents {
+    child: std::process::Child,
+    path: PathBuf,
+}
+
+impl CtrEvents {
+    pub fn start(d: &Berthd) -> CtrEvents {
+        let path = d
+            .dir
+            .path()
+            .join(format!("events-{}.txt", std::process::id()));
+        let child = Command::new("ctr")
+            .arg("--address")
+            .arg(d.socket())
+            .arg("events")
+            .stdout(std::fs::File::create(&path).expect("events file"))
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("ctr events");
+        // Let it subscribe before the test does what it watches for.
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        CtrEvents { child, path }
+    }
+
+    pub fn text(&self) -> String {
+        std::fs::read_to_string(&self.path).unwrap_or_default()
+    }
+}
+
+impl Drop for CtrEvents {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

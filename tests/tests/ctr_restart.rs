@@ -1,23 +1,10 @@
 //! Tasks outlive berthd: SIGKILL the daemon, start it again, and find every container where it was;
 //! a shim that dies is reported as an exit; an OOM kill is published.
 
-use std::process::{Command, Stdio};
-
-use berth_tests::{test_images, wait_until, Berthd};
+use berth_tests::{berthd_with_busybox, wait_until, Berthd, CtrEvents};
 
 const BUSYBOX: &str = "docker.io/library/busybox:latest";
 const BERTH_SHIM: &str = "io.containerd.berth.v2";
-
-fn daemon_with_busybox() -> Berthd {
-    let d = Berthd::start();
-    let tar = test_images().join("busybox-oci.tar");
-    d.ctr(
-        &d.unique_ns(),
-        &["images", "import", tar.to_str().expect("path")],
-    )
-    .ok();
-    d
-}
 
 fn tasks(d: &Berthd) -> Vec<(String, String, String)> {
     d.ctr(&d.unique_ns(), &["task", "ls"])
@@ -56,7 +43,7 @@ fn kill(pid: i32) {
 
 #[test]
 fn five_containers_survive_a_daemon_crash() {
-    let mut d = daemon_with_busybox();
+    let mut d = berthd_with_busybox();
     for i in 0..5 {
         let id = format!("c{i}");
         d.ctr(
@@ -127,16 +114,8 @@ fn five_containers_survive_a_daemon_crash() {
 
 #[test]
 fn shim_crash_is_an_exit() {
-    let d = daemon_with_busybox();
-    let events = d.dir.path().join("events.txt");
-    let mut ev = Command::new("ctr")
-        .arg("--address")
-        .arg(d.socket())
-        .arg("events")
-        .stdout(std::fs::File::create(&events).expect("file"))
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("ctr events");
+    let d = berthd_with_busybox();
+    let events = CtrEvents::start(&d);
     d.ctr(
         &d.unique_ns(),
         &[
@@ -159,13 +138,7 @@ fn shim_crash_is_an_exit() {
             .iter()
             .any(|t| t.0 == "victim" && t.2 == "STOPPED")
     });
-    wait_until("exit published", || {
-        std::fs::read_to_string(&events)
-            .unwrap_or_default()
-            .contains("/tasks/exit")
-    });
-    let _ = ev.kill();
-    let _ = ev.wait();
+    wait_until("exit published", || events.text().contains("/tasks/exit"));
     d.ctr(&d.unique_ns(), &["task", "rm", "victim"]).ok();
     d.ctr(&d.unique_ns(), &["containers", "rm", "victim"]).ok();
     wait_until("container process gone", || {
@@ -175,17 +148,8 @@ fn shim_crash_is_an_exit() {
 
 #[test]
 fn oom_kill_is_published() {
-    let d = daemon_with_busybox();
-    let events = d.dir.path().join("events.txt");
-    let mut ev = Command::new("ctr")
-        .arg("--address")
-        .arg(d.socket())
-        .arg("events")
-        .stdout(std::fs::File::create(&events).expect("file"))
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("ctr events");
-    std::thread::sleep(std::time::Duration::from_millis(300));
+    let d = berthd_with_busybox();
+    let events = CtrEvents::start(&d);
     let out = d.ctr(
         &d.unique_ns(),
         &[
@@ -209,11 +173,5 @@ fn oom_kill_is_published() {
         out.stdout,
         out.stderr
     );
-    wait_until("oom event", || {
-        std::fs::read_to_string(&events)
-            .unwrap_or_default()
-            .contains("/tasks/oom")
-    });
-    let _ = ev.kill();
-    let _ = ev.wait();
+    wait_until("oom event", || events.text().contains("/tasks/oom"));
 }

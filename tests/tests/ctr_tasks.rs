@@ -1,24 +1,13 @@
 //! containerd's `ctr` running containers through berthd, with berth's own shim and with Debian's
 //! `containerd-shim-runc-v2`: the lifecycle, exec, pause/resume, metrics, events, kill, removal.
 
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 
-use berth_tests::{test_images, wait_until, Berthd};
+use berth_tests::{berthd_with_busybox, wait_until, Berthd, CtrEvents};
 
 const BERTH_SHIM: &str = "io.containerd.berth.v2";
 const RUNC_SHIM: &str = "io.containerd.runc.v2";
 const BUSYBOX: &str = "docker.io/library/busybox:latest";
-
-fn daemon_with_busybox() -> Berthd {
-    let d = Berthd::start();
-    let tar = test_images().join("busybox-oci.tar");
-    d.ctr(
-        &d.unique_ns(),
-        &["images", "import", tar.to_str().expect("path")],
-    )
-    .ok();
-    d
-}
 
 /// Row of `ctr task ls` for `id`: (pid, status).
 fn task_row(d: &Berthd, id: &str) -> Option<(String, String)> {
@@ -27,36 +16,6 @@ fn task_row(d: &Berthd, id: &str) -> Option<(String, String)> {
         let cols: Vec<&str> = l.split_whitespace().collect();
         (cols.first() == Some(&id)).then(|| (cols[1].to_string(), cols[2].to_string()))
     })
-}
-
-/// `ctr events` in the background, killed (by PID) on drop.
-struct Events(Child, std::path::PathBuf);
-
-impl Events {
-    fn start(d: &Berthd) -> Events {
-        let out = d.dir.path().join("events.txt");
-        let child = Command::new("ctr")
-            .arg("--address")
-            .arg(d.socket())
-            .arg("events")
-            .stdout(std::fs::File::create(&out).expect("events file"))
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("ctr events");
-        std::thread::sleep(std::time::Duration::from_millis(300));
-        Events(child, out)
-    }
-
-    fn text(&self) -> String {
-        std::fs::read_to_string(&self.1).unwrap_or_default()
-    }
-}
-
-impl Drop for Events {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 fn host_kernel_release() -> String {
@@ -73,7 +32,7 @@ fn host_kernel_release() -> String {
 }
 
 fn run_rm_prints_host_kernel(runtime: &str) {
-    let d = daemon_with_busybox();
+    let d = berthd_with_busybox();
     let out = d
         .ctr(
             &d.unique_ns(),
@@ -138,8 +97,8 @@ fn run_rm_prints_host_kernel_runc_shim() {
 }
 
 fn lifecycle(runtime: &str) {
-    let d = daemon_with_busybox();
-    let events = Events::start(&d);
+    let d = berthd_with_busybox();
+    let events = CtrEvents::start(&d);
     d.ctr(
         &d.unique_ns(),
         &[
@@ -275,7 +234,7 @@ fn assert_no_shim_left(d: &Berthd) {
 
 #[test]
 fn missing_runtime_binary_is_named() {
-    let d = daemon_with_busybox();
+    let d = berthd_with_busybox();
     let out = d.ctr(
         &d.unique_ns(),
         &[
@@ -298,7 +257,7 @@ fn missing_runtime_binary_is_named() {
 
 #[test]
 fn runc_failure_carries_runc_message() {
-    let d = daemon_with_busybox();
+    let d = berthd_with_busybox();
     for runtime in [BERTH_SHIM, RUNC_SHIM] {
         let out = d.ctr(
             &d.unique_ns(),
