@@ -114,7 +114,8 @@ fn serve_auth(mut stream: ClientStream, user: String) -> tokio::task::JoinHandle
     })
 }
 
-/// Draws what the daemon reports: one bar per layer on a terminal, a line per finished step otherwise.
+/// Draws what the daemon reports: one bar per layer and a line per step on a terminal; nothing
+/// otherwise (scripts get only the result on stdout).
 async fn show_progress(mut stream: ClientStream) {
     let tty = std::io::stderr().is_terminal();
     let multi = MultiProgress::new();
@@ -149,18 +150,13 @@ async fn show_progress(mut stream: ClientStream) {
             "complete" => {
                 if let Some(b) = bars.remove(&p.name) {
                     b.finish();
-                } else if !tty {
-                    eprintln!("{short}: downloaded");
                 }
             }
             "downloading" => {}
-            other => {
-                if tty {
-                    let _ = multi.println(format!("{other}: {}", p.name));
-                } else {
-                    eprintln!("{other}: {}", p.name);
-                }
+            other if tty => {
+                let _ = multi.println(format!("{other}: {}", p.name));
             }
+            _ => {}
         }
     }
 }
