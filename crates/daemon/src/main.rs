@@ -3,6 +3,7 @@
 mod config;
 mod context;
 mod convert;
+mod cri;
 mod daemon;
 mod events;
 mod fetcher;

@@ -115,6 +115,14 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         .add_service(srv::transfer::transfer_server::TransferServer::new(
             svc.clone(),
         ))
+        .add_service(
+            k8s_cri::v1::runtime_service_server::RuntimeServiceServer::new(svc.clone())
+                .max_decoding_message_size(MAX_MESSAGE),
+        )
+        .add_service(
+            k8s_cri::v1::image_service_server::ImageServiceServer::new(svc.clone())
+                .max_decoding_message_size(MAX_MESSAGE),
+        )
         .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown_signal())
         .await;
     let _ = fs::remove_file(&cfg.address);

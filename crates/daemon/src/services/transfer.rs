@@ -223,53 +223,11 @@ impl Service {
                 }
             }
         });
-        let fetcher = RegistryFetcher {
-            client,
-            reference: source.reference.clone(),
-        };
-        let span = tracing::info_span!("pull", ns = %ns, reference = %source.reference);
-        let result = async {
-            // A collection must not sweep what this pull made before its lease names it.
-            let _hold = self.gc.hold().await;
-            let mut retried = false;
-            loop {
-                let ptx = ptx.clone();
-                let r = berth_pull::pull(
-                    self.store.clone(),
-                    snapshotter.clone(),
-                    &ns,
-                    &fetcher,
-                    &source.reference,
-                    &opts,
-                    move |p| {
-                        let _ = ptx.send(p);
-                    },
-                )
-                .await;
-                match r {
-                    // The registry client now avoids the host that served bad bytes (a broken
-                    // mirror): one more pull takes the blob from the next host. What the first
-                    // attempt committed is reused.
-                    Err(e) if e.kind() == berth_pull::ErrorKind::DigestMismatch && !retried => {
-                        tracing::warn!(error = %e, "blob did not match its digest; pulling again from the next host");
-                        retried = true;
-                    }
-                    r => break r,
-                }
-            }
-        }
-        .instrument(span)
-        .await;
-        drop(ptx);
+        let result = self
+            .run_pull(&ns, client, &source.reference, &opts, snapshotter, ptx)
+            .await;
         let _ = forward.await;
-        let image = result.map_err(pull_status)?;
-        self.label_sources(
-            &ns,
-            &image.target.digest,
-            &image.target.media_type,
-            &reference,
-        )
-        .await?;
+        let image = result?;
         if !dest.name.is_empty() && dest.name != image.name {
             // The client asked for another name: the pulled image is stored under it too.
             let mut named = image.clone();
@@ -284,15 +242,91 @@ impl Service {
             })
             .await?;
         }
+        Ok(())
+    }
+
+    /// One pull, shared by the Transfer service and CRI's PullImage: under the collector's shared
+    /// hold, retried once when a host served a blob not matching its digest (the registry client
+    /// then avoids that host for the blob); blobs get their source labels; `/images/create` goes out.
+    pub async fn run_pull(
+        &self,
+        ns: &str,
+        client: berth_registry::Client,
+        reference: &str,
+        opts: &berth_pull::PullOptions,
+        snapshotter: std::sync::Arc<dyn berth_snapshot::Snapshotter>,
+        progress: mpsc::UnboundedSender<berth_pull::Progress>,
+    ) -> Result<berth_store::Image, Status> {
+        let parsed =
+            Reference::parse(reference).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let fetcher = RegistryFetcher {
+            client,
+            reference: reference.to_string(),
+        };
+        let span = tracing::info_span!("pull", ns = %ns, reference = %reference);
+        let result = async {
+            // A collection must not sweep what this pull made before its lease names it.
+            let _hold = self.gc.hold().await;
+            let mut retried = false;
+            loop {
+                let ptx = progress.clone();
+                let r = berth_pull::pull(
+                    self.store.clone(),
+                    snapshotter.clone(),
+                    ns,
+                    &fetcher,
+                    reference,
+                    opts,
+                    move |p| {
+                        let _ = ptx.send(p);
+                    },
+                )
+                .await;
+                match r {
+                    // What the first attempt committed is reused; the bad host is skipped now.
+                    Err(e) if e.kind() == berth_pull::ErrorKind::DigestMismatch && !retried => {
+                        tracing::warn!(error = %e, "blob did not match its digest; pulling again from the next host");
+                        retried = true;
+                    }
+                    r => break r,
+                }
+            }
+        }
+        .instrument(span)
+        .await;
+        drop(progress);
+        let image = result.map_err(pull_status)?;
+        self.label_sources(ns, &image.target.digest, &image.target.media_type, &parsed)
+            .await?;
         self.events.publish(
-            &ns,
+            ns,
             "/images/create",
             &berth_api::services::v1::ImageCreate {
                 name: image.name.clone(),
                 labels: image.labels.clone(),
             },
         );
-        Ok(())
+        Ok(image)
+    }
+
+    /// A pull for the host platform into the default snapshotter, without progress (CRI).
+    pub async fn pull_into(
+        &self,
+        ns: String,
+        client: berth_registry::Client,
+        reference: &str,
+    ) -> Result<berth_store::Image, Status> {
+        let snapshotter = self.snapshotter("")?;
+        let opts = berth_pull::PullOptions {
+            platform: PlatformMatcher::host(),
+            all_platforms: false,
+            snapshotter: snapshotter.name().to_string(),
+            unpack: true,
+            max_concurrent_downloads: self.max_concurrent_downloads,
+        };
+        let (ptx, _prx) = mpsc::unbounded_channel();
+        self.run_pull(&ns, client, reference, &opts, snapshotter, ptx)
+            .await
     }
 
     /// Records where the pulled blobs came from, as containerd does
