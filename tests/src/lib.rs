@@ -49,6 +49,10 @@ pub fn berth_bin() -> PathBuf {
 /// The offline test images of `shared/testimages/make-test-images.sh`, built once per machine and
 /// shared by all tests (the build is reproducible; a lock keeps parallel tests from racing it).
 pub fn test_images() -> PathBuf {
+    // `scripts/test.sh` builds them once for every crate's tests.
+    if let Some(dir) = std::env::var_os("BERTH_TEST_IMAGES") {
+        return PathBuf::from(dir);
+    }
     let dir = bin_dir().join("testimages");
     let marker = dir.join("busybox-oci.tar");
     std::fs::create_dir_all(&dir).expect("create test image dir");

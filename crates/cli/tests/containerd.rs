@@ -98,23 +98,17 @@ impl Drop for Containerd {
     }
 }
 
+/// One of the offline test images: `scripts/test.sh` builds them and points `BERTH_TEST_IMAGES`
+/// at them. (Always `Some`: a missing image fails the test rather than skipping it.)
 fn test_image(name: &str) -> Option<PathBuf> {
-    let p = PathBuf::from("/work/testimages").join(name);
-    if p.exists() {
-        return Some(p);
-    }
-    let script = Path::new("/work/shared/testimages/make-test-images.sh");
-    if !script.exists() || !Path::new("/usr/bin/umoci").exists() {
-        eprintln!("skipping: test images missing and cannot be built");
-        return None;
-    }
-    let ok = Command::new("sh")
-        .arg(script)
-        .arg("/work/testimages")
-        .status()
-        .ok()?
-        .success();
-    (ok && p.exists()).then_some(p)
+    let dir = std::env::var_os("BERTH_TEST_IMAGES")
+        .map(PathBuf::from)
+        .expect(
+        "BERTH_TEST_IMAGES is not set: run ./scripts/test.sh, which builds the offline test images",
+    );
+    let p = dir.join(name);
+    assert!(p.exists(), "{} is missing", p.display());
+    Some(p)
 }
 
 /// (name, digest) pairs from the archive's own index.json.

@@ -36,7 +36,7 @@ fn assert_clean(env: &Env) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pull_busybox_from_layout() {
     let env = Env::new();
-    let f = LayoutFetcher::from_layout(std::path::Path::new("/work/testimages/oci"));
+    let f = LayoutFetcher::from_layout(&test_images_dir().join("oci"));
     let events = Mutex::new(Vec::new());
     let image = pull(
         env.store.clone(),
@@ -294,7 +294,7 @@ async fn broken_stream_resumes_from_offset() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wrong_blob_is_digest_mismatch_and_leaves_nothing() {
     let env = Env::new();
-    let f = LayoutFetcher::from_layout(std::path::Path::new("/work/testimages/oci"));
+    let f = LayoutFetcher::from_layout(&test_images_dir().join("oci"));
     let mdesc = f.refs.lock().expect("lock")[BUSYBOX].clone();
     let body = f.blobs.lock().expect("lock")[&mdesc.digest].clone();
     let manifest = berth_image::manifest::parse_manifest(&body).expect("manifest");
@@ -636,4 +636,12 @@ fn pull_future_is_send(env: &Env, f: &LayoutFetcher) {
     let opts = PullOptions::default();
     let fut = pull(env.store.clone(), env.sn.clone(), NS, f, "x", &opts, |_| {});
     assert_send(&fut);
+}
+
+/// The offline test images (`shared/testimages/make-test-images.sh`): `scripts/test.sh` builds them
+/// and points `BERTH_TEST_IMAGES` at them.
+fn test_images_dir() -> std::path::PathBuf {
+    std::env::var_os("BERTH_TEST_IMAGES")
+        .map(std::path::PathBuf::from)
+        .expect("BERTH_TEST_IMAGES is not set: run ./scripts/test.sh, which builds the offline test images")
 }

@@ -31,7 +31,7 @@ async fn push_blobs_and_manifest_then_resolve() {
     let reference = format!("{}/pushed/busybox:v1", reg.host());
     for d in std::iter::once(&config).chain(&layers) {
         assert!(!c.blob_exists(&reference, d).await.unwrap());
-        let f = tokio::fs::File::open(format!("{TEST_OCI}/blobs/sha256/{}", d.digest.hex()))
+        let f = tokio::fs::File::open(format!("{}/blobs/sha256/{}", test_oci(), d.digest.hex()))
             .await
             .unwrap();
         c.push_blob(&reference, d, f, None).await.unwrap();

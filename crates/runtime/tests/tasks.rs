@@ -73,7 +73,7 @@ struct Harness {
 }
 
 fn unpack_busybox(into: &Path) {
-    let oci = Path::new("/work/testimages/oci");
+    let oci = test_images_dir().join("oci");
     let blob = |d: &str| {
         oci.join("blobs/sha256")
             .join(d.trim_start_matches("sha256:"))
@@ -573,4 +573,12 @@ async fn recovery_after_daemon_kill() {
     }
     assert!(h.leftover_mounts().is_empty(), "{:?}", h.leftover_mounts());
     assert!(tm.list(&h.ns).await.unwrap().is_empty());
+}
+
+/// The offline test images (`shared/testimages/make-test-images.sh`): `scripts/test.sh` builds them
+/// and points `BERTH_TEST_IMAGES` at them.
+fn test_images_dir() -> std::path::PathBuf {
+    std::env::var_os("BERTH_TEST_IMAGES")
+        .map(std::path::PathBuf::from)
+        .expect("BERTH_TEST_IMAGES is not set: run ./scripts/test.sh, which builds the offline test images")
 }

@@ -58,7 +58,11 @@ impl Containerd {
         wait_until(Duration::from_secs(20), || {
             c.ctr(&["version"]).status.success()
         });
-        let out = c.ctr(&["images", "import", "/work/testimages/busybox-oci.tar"]);
+        let out = c.ctr(&[
+            "images",
+            "import",
+            test_images_dir().join("busybox-oci.tar").to_str().unwrap(),
+        ]);
         assert!(out.status.success(), "import: {}", text(&out.stderr));
         c
     }
@@ -358,7 +362,11 @@ fn negative_oom_score_adj_is_clamped() {
     let c = Containerd::start();
     let b = c.dir.join("ub");
     let st = Command::new("umoci")
-        .args(["unpack", "--image", "/work/testimages/oci:busybox"])
+        .args([
+            "unpack",
+            "--image",
+            &format!("{}:busybox", test_images_dir().join("oci").display()),
+        ])
         .arg(&b)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -410,4 +418,12 @@ fn runtime_failure_returns_runcs_own_message() {
         "mounts left: {:?}",
         c.mounts_under()
     );
+}
+
+/// The offline test images (`shared/testimages/make-test-images.sh`): `scripts/test.sh` builds them
+/// and points `BERTH_TEST_IMAGES` at them.
+fn test_images_dir() -> std::path::PathBuf {
+    std::env::var_os("BERTH_TEST_IMAGES")
+        .map(std::path::PathBuf::from)
+        .expect("BERTH_TEST_IMAGES is not set: run ./scripts/test.sh, which builds the offline test images")
 }

@@ -102,11 +102,8 @@ impl Containerd {
 
     /// Imports the busybox test image into `ns`; `false` (skip) if the image is unavailable.
     pub fn import_busybox(&self, ns: &str) -> bool {
-        let p = Path::new("/work/testimages/busybox-oci.tar");
-        if !p.exists() {
-            eprintln!("skipping: {} is missing", p.display());
-            return false;
-        }
+        let p = test_images_dir().join("busybox-oci.tar");
+        assert!(p.exists(), "{} is missing", p.display());
         self.ok(ns, &["image", "import", p.to_str().expect("path")]);
         true
     }
@@ -229,4 +226,12 @@ impl Drop for Containerd {
             }
         }
     }
+}
+
+/// The offline test images (`shared/testimages/make-test-images.sh`): `scripts/test.sh` builds them
+/// and points `BERTH_TEST_IMAGES` at them.
+pub fn test_images_dir() -> std::path::PathBuf {
+    std::env::var_os("BERTH_TEST_IMAGES")
+        .map(std::path::PathBuf::from)
+        .expect("BERTH_TEST_IMAGES is not set: run ./scripts/test.sh, which builds the offline test images")
 }

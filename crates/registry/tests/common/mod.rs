@@ -17,7 +17,14 @@ use futures::StreamExt;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-pub const TEST_OCI: &str = "/work/testimages/oci";
+/// The offline test images' OCI layout: `scripts/test.sh` builds them and points
+/// `BERTH_TEST_IMAGES` at them.
+pub fn test_oci() -> String {
+    let dir = std::env::var("BERTH_TEST_IMAGES").expect(
+        "BERTH_TEST_IMAGES is not set: run ./scripts/test.sh, which builds the offline test images",
+    );
+    format!("{dir}/oci")
+}
 
 pub fn free_port() -> u16 {
     let l = StdListener::bind("127.0.0.1:0").unwrap();
@@ -108,7 +115,7 @@ impl Registry {
             cmd.arg(format!("--dest-creds={u}:{p}"));
         }
         let out = cmd
-            .arg(format!("oci:{TEST_OCI}:{name}"))
+            .arg(format!("oci:{}:{name}", test_oci()))
             .arg(format!("docker://{}/{repo_tag}", self.host()))
             .output()
             .unwrap();
@@ -286,7 +293,7 @@ pub fn client() -> Client {
 }
 
 pub fn oci_blob(d: &Digest) -> Vec<u8> {
-    std::fs::read(Path::new(TEST_OCI).join("blobs/sha256").join(d.hex())).unwrap()
+    std::fs::read(Path::new(&test_oci()).join("blobs/sha256").join(d.hex())).unwrap()
 }
 
 pub async fn collect(
