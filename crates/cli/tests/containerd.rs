@@ -1,102 +1,13 @@
 //! The built `berth` binary against a real containerd 1.6 on a temp dir (skipped, with a
 //! printed reason, when containerd or the test images are unavailable).
 
+mod common;
+
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
 
+use common::Containerd;
 use serde_json::Value;
-
-/// A private containerd; killed, unmounted and removed on drop, even when a test fails.
-struct Containerd {
-    child: Child,
-    dir: tempfile::TempDir,
-}
-
-impl Containerd {
-    fn start() -> Option<Self> {
-        if !Path::new("/usr/bin/containerd").exists() {
-            eprintln!("skipping: /usr/bin/containerd is missing");
-            return None;
-        }
-        let dir = tempfile::Builder::new()
-            .prefix("berth-cli-test")
-            .tempdir()
-            .expect("tempdir");
-        let d = dir.path().display();
-        let config = format!(
-            "version = 2\nroot = \"{d}/root\"\nstate = \"{d}/state\"\n\
-             disabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n\
-             [grpc]\n  address = \"{d}/c.sock\"\n[ttrpc]\n  address = \"{d}/c.sock.ttrpc\"\n"
-        );
-        std::fs::write(dir.path().join("config.toml"), config).expect("config");
-        let log = std::fs::File::create(dir.path().join("log")).expect("log");
-        let child = Command::new("/usr/bin/containerd")
-            .arg("--config")
-            .arg(dir.path().join("config.toml"))
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("spawn containerd");
-        let c = Containerd { child, dir };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while !c.socket().exists() {
-            assert!(Instant::now() < deadline, "containerd did not start");
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        Some(c)
-    }
-
-    fn socket(&self) -> PathBuf {
-        self.dir.path().join("c.sock")
-    }
-
-    fn berth(&self, ns: &str, args: &[&str]) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_berth"))
-            .arg("--address")
-            .arg(self.socket())
-            .args(["-n", ns])
-            .args(args)
-            .output()
-            .expect("run berth")
-    }
-
-    fn ok(&self, ns: &str, args: &[&str]) -> String {
-        let out = self.berth(ns, args);
-        assert!(
-            out.status.success(),
-            "berth {args:?} failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).expect("utf8")
-    }
-
-    fn json(&self, ns: &str, args: &[&str]) -> Value {
-        let mut a = vec!["--format", "json"];
-        a.extend_from_slice(args);
-        serde_json::from_str(&self.ok(ns, &a)).expect("json output")
-    }
-}
-
-impl Drop for Containerd {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        // Snapshot mounts under our root must go before the directory can be removed.
-        let root = self.dir.path().to_string_lossy().into_owned();
-        if let Ok(mounts) = std::fs::read_to_string("/proc/mounts") {
-            let mut targets: Vec<&str> = mounts
-                .lines()
-                .filter_map(|l| l.split(' ').nth(1))
-                .filter(|t| t.starts_with(&root))
-                .collect();
-            targets.sort_by_key(|t| std::cmp::Reverse(t.len()));
-            for t in targets {
-                let _ = Command::new("umount").arg("-l").arg(t).status();
-            }
-        }
-    }
-}
 
 /// One of the offline test images: `scripts/test.sh` builds them and points `BERTH_TEST_IMAGES`
 /// at them. (Always `Some`: a missing image fails the test rather than skipping it.)
