@@ -4,6 +4,7 @@
 # usage: bench/foundation.sh [RUNS=3]      (run as root; builds berth in release mode first)
 set -eu
 cd "$(dirname "$0")/.."
+. bench/lib.sh
 RUNS=${1:-3}
 cargo build --release --bins --locked -q
 BERTHD=$PWD/target/release/berthd
@@ -12,7 +13,7 @@ PIDS=""
 cleanup() {
     for p in $PIDS; do kill "$p" 2>/dev/null || true; done
     sleep 0.5
-    grep " $WORK/" /proc/self/mounts | awk '{print $2}' | sort -r | xargs -r -n1 umount -l 2>/dev/null || true
+    umount_under "$WORK"
     rm -rf "$WORK"
 }
 trap cleanup EXIT INT TERM
@@ -20,28 +21,8 @@ trap cleanup EXIT INT TERM
 IMG=${BENCH_IMAGE:-/tmp/berth-bench-image.tar}
 [ -f "$IMG" ] || python3 bench/gen_image.py "$IMG" 5 40 >/dev/null
 
-wait_sock() { i=0; until [ -S "$1" ]; do i=$((i+1)); [ $i -lt 400 ] || { echo "no socket $1" >&2; exit 1; }; sleep 0.025; done; }
 rss_kb() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
-median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 
-start_berthd() { # dir -> pid
-    "$BERTHD" --config /dev/null --root "$1/root" --state "$1/state" --address "$1/sock" --log-level warn >/dev/null 2>"$1/log" &
-    echo $!
-}
-start_containerd() { # dir -> pid
-    cat >"$1/config.toml" <<EOT
-version = 2
-root = "$1/root"
-state = "$1/state"
-disabled_plugins = ["io.containerd.grpc.v1.cri"]
-[grpc]
-  address = "$1/sock"
-[ttrpc]
-  address = "$1/sock.ttrpc"
-EOT
-    containerd --config "$1/config.toml" --log-level warn >/dev/null 2>"$1/log" &
-    echo $!
-}
 
 run_one() { # kind run -> "rss_kb import_seconds"
     dir=$WORK/$1-$2; mkdir -p "$dir"
@@ -52,7 +33,7 @@ run_one() { # kind run -> "rss_kb import_seconds"
     ctr --address "$dir/sock" images import "$IMG" >/dev/null
     t1=$(date +%s.%N)
     kill "$pid"; wait "$pid" 2>/dev/null || true
-    grep " $dir/" /proc/self/mounts | awk '{print $2}' | sort -r | xargs -r -n1 umount -l 2>/dev/null || true
+    umount_under "$dir"
     rm -rf "$dir"
     echo "$rss $(echo "$t1 - $t0" | bc -l)"
 }

@@ -6,22 +6,21 @@
 # usage: bench/pull.sh [RUNS=3]   (root; builds berth in release mode first)
 set -eu
 cd "$(dirname "$0")/.."
+. bench/lib.sh
 RUNS=${1:-3}
 cargo build --release --bins --locked -q
 BIN=$PWD/target/release
+BERTHD=$BIN/berthd
 WORK=$(mktemp -d /tmp/berth-bench.XXXXXX)
 PIDS=""
 cleanup() {
     for p in $PIDS; do kill "$p" 2>/dev/null || true; done
     sleep 0.5
-    grep " $WORK/" /proc/self/mounts | awk '{print $2}' | sort -r | xargs -r -n1 umount -l 2>/dev/null || true
+    umount_under "$WORK"
     rm -rf "$WORK"
 }
 trap cleanup EXIT INT TERM
-now() { date +%s.%N; }
-median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 wait_port() { i=0; until curl -s "http://127.0.0.1:$1/v2/" >/dev/null; do i=$((i+1)); [ $i -lt 400 ] || exit 1; sleep 0.025; done; }
-wait_sock() { i=0; until [ -S "$1" ]; do i=$((i+1)); [ $i -lt 400 ] || exit 1; sleep 0.025; done; }
 
 # The image: 5 gzip layers of ~60 MiB uncompressed each (~300 MiB), in an OCI layout dir.
 IMG=${BENCH_PULL_IMAGE:-/tmp/berth-bench-pull.tar}
@@ -48,33 +47,21 @@ REF=127.0.0.1:$PORT/bench/big:1
 
 berth_run() {
     dir=$WORK/b$1; mkdir -p "$dir"
-    "$BIN/berthd" --config /dev/null --root "$dir/root" --state "$dir/state" --address "$dir/sock" --log-level warn >/dev/null 2>&1 &
-    pid=$!; PIDS="$PIDS $pid"; wait_sock "$dir/sock"
+    pid=$(start_berthd "$dir"); PIDS="$PIDS $pid"; wait_sock "$dir/sock"
     t0=$(now); "$BIN/berth" --address "$dir/sock" image pull "$REF" >/dev/null 2>&1; t1=$(now)
     hwm=$(awk '/^VmHWM/ {print $2}' "/proc/$pid/status")
     kill "$pid"; wait "$pid" 2>/dev/null || true
-    grep " $dir/" /proc/self/mounts | awk '{print $2}' | sort -r | xargs -r -n1 umount -l 2>/dev/null || true
+    umount_under "$dir"
     rm -rf "$dir"
     echo "$(echo "$t1 - $t0" | bc -l) $hwm"
 }
 
 containerd_run() {
     dir=$WORK/c$1; mkdir -p "$dir"
-    cat >"$dir/config.toml" <<EOT
-version = 2
-root = "$dir/root"
-state = "$dir/state"
-disabled_plugins = ["io.containerd.grpc.v1.cri"]
-[grpc]
-  address = "$dir/sock"
-[ttrpc]
-  address = "$dir/sock.ttrpc"
-EOT
-    containerd --config "$dir/config.toml" --log-level warn >/dev/null 2>&1 &
-    pid=$!; PIDS="$PIDS $pid"; wait_sock "$dir/sock"
+    pid=$(start_containerd "$dir"); PIDS="$PIDS $pid"; wait_sock "$dir/sock"
     t0=$(now); ctr --address "$dir/sock" images pull --plain-http "$REF" >/dev/null 2>&1; t1=$(now)
     kill "$pid"; wait "$pid" 2>/dev/null || true
-    grep " $dir/" /proc/self/mounts | awk '{print $2}' | sort -r | xargs -r -n1 umount -l 2>/dev/null || true
+    umount_under "$dir"
     rm -rf "$dir"
     echo "$t1 - $t0" | bc -l
 }

@@ -8,9 +8,11 @@
 # usage: bench/tasks.sh [RUNS=3]     (root; builds berth in release mode first)
 set -eu
 cd "$(dirname "$0")/.."
+. bench/lib.sh
 RUNS=${1:-3}
 cargo build --release --bins --locked -q
 BIN=$PWD/target/release
+BERTHD=$BIN/berthd
 WORK=$(mktemp -d /tmp/berth-bench.XXXXXX)
 PIDS=""
 IMAGES=${BERTH_TEST_IMAGES:-/tmp/berth-bench-testimages}
@@ -30,33 +32,12 @@ cleanup() {
     done
     for p in $PIDS; do kill "$p" 2>/dev/null || true; done
     sleep 0.5
-    grep " $WORK/" /proc/self/mounts | awk '{print $2}' | sort -r | xargs -r -n1 umount -l 2>/dev/null || true
+    umount_under "$WORK"
     rm -rf "$WORK"
 }
 trap cleanup EXIT INT TERM
 
-wait_sock() { i=0; until [ -S "$1" ]; do i=$((i+1)); [ $i -lt 400 ] || { echo "no socket $1" >&2; exit 1; }; sleep 0.025; done; }
-median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
-now() { date +%s.%N; }
 
-start_berthd() {
-    "$BIN/berthd" --config /dev/null --root "$1/root" --state "$1/state" --address "$1/sock" --log-level warn >/dev/null 2>"$1/log" &
-    echo $!
-}
-start_containerd() {
-    cat >"$1/config.toml" <<EOT
-version = 2
-root = "$1/root"
-state = "$1/state"
-disabled_plugins = ["io.containerd.grpc.v1.cri"]
-[grpc]
-  address = "$1/sock"
-[ttrpc]
-  address = "$1/sock.ttrpc"
-EOT
-    containerd --config "$1/config.toml" --log-level warn >/dev/null 2>"$1/log" &
-    echo $!
-}
 
 # kind -> "ns runtime"
 ns_of() { [ "$1" = berthd ] && echo bb || echo cb; }
@@ -111,7 +92,7 @@ run_one() { # kind run -> "t20 latency_ms rss_kb pss_kb shim_rss_kb nshims"
     t1=$(now)
     t20=$(echo "($t1 - $t0) - ($t_paused - $t_started)" | bc -l)
     kill "$pid"; wait "$pid" 2>/dev/null || true
-    grep " $dir/" /proc/self/mounts | awk '{print $2}' | sort -r | xargs -r -n1 umount -l 2>/dev/null || true
+    umount_under "$dir"
     rm -rf "$dir"
     echo "$t20 $lat $mem"
 }
