@@ -4,6 +4,7 @@
 //! Everything a test starts or mounts is undone by `Drop`, even when the test fails.
 
 pub mod client;
+pub mod cri;
 pub mod daemon;
 pub mod oci;
 pub mod registry;
