@@ -205,25 +205,19 @@ impl Cni {
         };
 
         tracing::warn!(container_id = %net.container_id, error = %failure, "CNI ADD failed; deleting what was added");
-        match self
+        if let Err(e) = self
             .inner
             .runner
             .del(&list, &env, caps, progress.as_ref())
             .await
         {
-            Ok(()) => {
-                if let Err(e) = remove_cache(&cache_dir, &net.container_id).await {
-                    tracing::warn!(container_id = %net.container_id, error = %e, "removing CNI cache after rollback");
-                }
-            }
-            Err(e) => {
-                // Keep the entry (with what is known) so a later teardown can retry.
-                tracing::error!(container_id = %net.container_id, error = %e, "CNI DEL after failed ADD also failed");
-                entry.result = progress;
-                if let Err(e) = write_cache(&cache_dir, &entry).await {
-                    tracing::warn!(container_id = %net.container_id, error = %e, "updating CNI cache after failed rollback");
-                }
-            }
+            // Often the same broken config that failed ADD. The entry is dropped anyway:
+            // kept, it would pin that config and make every later teardown fail even
+            // after the config is fixed; without it teardown uses the current config.
+            tracing::error!(container_id = %net.container_id, error = %e, "CNI DEL after failed ADD also failed");
+        }
+        if let Err(e) = remove_cache(&cache_dir, &net.container_id).await {
+            tracing::warn!(container_id = %net.container_id, error = %e, "removing CNI cache after failed ADD");
         }
         Err(failure)
     }
@@ -416,4 +410,177 @@ async fn write_cache(dir: &Path, entry: &cache::Entry) -> Result<(), Error> {
 async fn remove_cache(dir: &Path, id: &str) -> Result<(), Error> {
     let (dir, id) = (dir.to_path_buf(), id.to_string());
     blocking(move || cache::remove(&dir, &id)).await
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use serde_json::{json, Value};
+    use std::os::unix::fs::PermissionsExt;
+
+    /// A conf dir with a list of script plugins that log each call (command + stdin)
+    /// to one file; `fail` names the plugin whose ADD fails.
+    struct Fake {
+        dir: tempfile::TempDir,
+    }
+
+    impl Fake {
+        fn new(plugins: &[&str], fail: Option<&str>) -> Self {
+            let dir = tempfile::tempdir().unwrap();
+            let bin = dir.path().join("bin");
+            std::fs::create_dir_all(&bin).unwrap();
+            std::fs::create_dir_all(dir.path().join("conf")).unwrap();
+            let log = dir.path().join("log");
+            for name in plugins {
+                let fail_add = if fail == Some(*name) {
+                    r#"echo '{"code":100,"msg":"planned failure"}'; exit 1"#
+                } else {
+                    ""
+                };
+                let script = format!(
+                    "#!/bin/sh\nin=$(cat)\nprintf '%s %s\\n' \"$CNI_COMMAND\" \"$in\" >> {log}\n\
+                     if [ \"$CNI_COMMAND\" = ADD ]; then {fail_add}\n\
+                     printf '{{\"cniVersion\":\"1.0.0\",\"by\":\"{name}\",\"ips\":[{{\"address\":\"10.9.9.9/24\"}}]}}'; fi\n",
+                    log = log.display()
+                );
+                let path = bin.join(name);
+                std::fs::write(&path, script).unwrap();
+                std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+            }
+            let list = json!({
+                "cniVersion": "1.0.0",
+                "name": "fake",
+                "plugins": plugins.iter().map(|p| json!({"type": p})).collect::<Vec<_>>(),
+            });
+            std::fs::write(dir.path().join("conf/10-fake.conflist"), list.to_string()).unwrap();
+            Fake { dir }
+        }
+
+        fn cni(&self) -> Cni {
+            Cni::new(Config {
+                conf_dir: self.dir.path().join("conf"),
+                bin_dirs: vec![self.dir.path().join("bin")],
+                state_dir: self.dir.path().join("state"),
+            })
+        }
+
+        /// (command, plugin type, prevResult.by) per call, in call order.
+        fn calls(&self) -> Vec<(String, String, Option<String>)> {
+            let log = std::fs::read_to_string(self.dir.path().join("log")).unwrap_or_default();
+            log.lines()
+                .map(|l| {
+                    let (cmd, stdin) = l.split_once(' ').unwrap();
+                    let v: Value = serde_json::from_str(stdin).unwrap();
+                    assert_eq!(v["name"], "fake");
+                    assert_eq!(v["cniVersion"], "1.0.0");
+                    let prev = v["prevResult"]["by"].as_str().map(str::to_string);
+                    (
+                        cmd.to_string(),
+                        v["type"].as_str().unwrap().to_string(),
+                        prev,
+                    )
+                })
+                .collect()
+        }
+    }
+
+    fn call(cmd: &str, plugin: &str, prev: Option<&str>) -> (String, String, Option<String>) {
+        (cmd.into(), plugin.into(), prev.map(str::to_string))
+    }
+
+    fn pod(id: &str) -> PodNetwork {
+        PodNetwork {
+            container_id: id.into(),
+            netns: "/proc/self/ns/net".into(),
+            ifname: "eth0".into(),
+            args: vec![],
+            port_mappings: vec![],
+            bandwidth: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn add_chains_results_del_runs_in_reverse_check_in_order() {
+        let fake = Fake::new(&["a", "b", "c"], None);
+        let cni = fake.cni();
+        let status = cni.setup(&pod("p1")).await.unwrap();
+        assert_eq!(status.result_json["by"], "c");
+        assert_eq!(
+            status.interfaces_ips,
+            vec!["10.9.9.9".parse::<std::net::IpAddr>().unwrap()]
+        );
+        cni.check(&pod("p1")).await.unwrap();
+        cni.teardown(&pod("p1")).await.unwrap();
+        assert_eq!(
+            fake.calls(),
+            vec![
+                call("ADD", "a", None),
+                call("ADD", "b", Some("a")),
+                call("ADD", "c", Some("b")),
+                call("CHECK", "a", Some("c")),
+                call("CHECK", "b", Some("c")),
+                call("CHECK", "c", Some("c")),
+                call("DEL", "c", Some("c")),
+                call("DEL", "b", Some("c")),
+                call("DEL", "a", Some("c")),
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn failed_add_deletes_the_whole_list_in_reverse() {
+        let fake = Fake::new(&["a", "b", "c"], Some("b"));
+        let cni = fake.cni();
+        let err = cni.setup(&pod("p2")).await.unwrap_err();
+        assert!(
+            matches!(&err, Error::Plugin { plugin, code: Some(100), .. } if plugin == "b"),
+            "{err:?}"
+        );
+        assert_eq!(
+            fake.calls(),
+            vec![
+                call("ADD", "a", None),
+                call("ADD", "b", Some("a")),
+                call("DEL", "c", Some("a")),
+                call("DEL", "b", Some("a")),
+                call("DEL", "a", Some("a")),
+            ]
+        );
+        assert!(!fake.dir.path().join("state/cni-cache/p2").exists());
+        assert!(matches!(
+            cni.check(&pod("p2")).await,
+            Err(Error::NotSetUp { .. })
+        ));
+    }
+
+    #[tokio::test]
+    async fn interrupted_setup_is_undone_before_a_new_add() {
+        let fake = Fake::new(&["a"], None);
+        let cni = fake.cni();
+        cni.setup(&pod("p3")).await.unwrap();
+        // Same id again without teardown (e.g. a retried request after a crash).
+        cni.setup(&pod("p3")).await.unwrap();
+        assert_eq!(
+            fake.calls(),
+            vec![
+                call("ADD", "a", None),
+                call("DEL", "a", Some("a")),
+                call("ADD", "a", None)
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn disable_check_skips_check() {
+        let fake = Fake::new(&["a"], None);
+        let conf = fake.dir.path().join("conf/10-fake.conflist");
+        let mut list: Value = serde_json::from_slice(&std::fs::read(&conf).unwrap()).unwrap();
+        list["disableCheck"] = json!(true);
+        std::fs::write(&conf, list.to_string()).unwrap();
+        let cni = fake.cni();
+        cni.setup(&pod("p4")).await.unwrap();
+        cni.check(&pod("p4")).await.unwrap();
+        assert_eq!(fake.calls(), vec![call("ADD", "a", None)]);
+    }
 }
