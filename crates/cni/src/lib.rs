@@ -69,7 +69,8 @@ impl Cni {
         }
     }
 
-    /// Replaces the per-plugin deadline (default [`DEFAULT_PLUGIN_TIMEOUT`]).
+    /// Replaces the per-plugin deadline (default [`DEFAULT_PLUGIN_TIMEOUT`]). A builder
+    /// step: the result does not share per-container locks with earlier clones.
     pub fn with_plugin_timeout(self, timeout: Duration) -> Self {
         let mut runner = self.inner.runner.clone();
         runner.timeout = timeout;

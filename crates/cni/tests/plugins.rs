@@ -488,3 +488,47 @@ async fn bad_requests_are_refused_before_any_plugin_runs() {
     assert!(net.bridge_ports().is_empty());
     assert!(!net.state_dir().join("cni-cache").exists());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bandwidth_capability_shapes_the_pod_and_teardown_removes_it() {
+    let net = TestNet::new("bw");
+    net.write_config(&[json!({"type": "bandwidth", "capabilities": {"bandwidth": true}})]);
+    let cni = net.cni();
+    let id = net.container_id("bw");
+    let netns = cni.create_netns(&id).await.unwrap();
+    let mut req = pod(&id, &netns);
+    req.bandwidth = Some(berth_cni::Bandwidth {
+        ingress_rate: 8_000_000,
+        ingress_burst: 800_000,
+        egress_rate: 4_000_000,
+        egress_burst: 400_000,
+    });
+    let status = cni.setup(&req).await.unwrap();
+    let names: Vec<String> = status.result_json["interfaces"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["name"].as_str().unwrap().to_string())
+        .collect();
+    let veth = host_veths(&status.result_json).pop().unwrap();
+    // Egress shaping redirects through an ifb device the plugin adds to the result.
+    let ifb: Vec<&String> = names
+        .iter()
+        .filter(|n| **n != veth && **n != net.bridge && *n != "eth0")
+        .collect();
+    assert_eq!(ifb.len(), 1, "{names:?}");
+    let ifb = ifb[0].clone();
+    net.track_link(&ifb);
+
+    // Ingress to the pod is shaped with a token bucket on the host veth.
+    let qdisc = support::sh("tc", &["qdisc", "show", "dev", &veth]);
+    assert!(qdisc.contains("tbf"), "{qdisc}");
+    assert!(qdisc.contains("rate 8Mbit"), "{qdisc}");
+    let qdisc = support::sh("tc", &["qdisc", "show", "dev", &ifb]);
+    assert!(qdisc.contains("rate 4Mbit"), "{qdisc}");
+
+    cni.teardown(&req).await.unwrap();
+    assert!(!support::link_exists(&ifb), "{ifb} left");
+    assert_nothing_left(&net, &id);
+    cni.remove_netns(&netns).await.unwrap();
+}

@@ -42,7 +42,7 @@ pub fn try_sh(cmd: &str, args: &[&str]) -> Option<String> {
         .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-fn link_exists(name: &str) -> bool {
+pub fn link_exists(name: &str) -> bool {
     Path::new("/sys/class/net").join(name).exists()
 }
 
@@ -253,6 +253,8 @@ pub struct TestNet {
     /// First three octets, e.g. "10.212.7".
     pub prefix: String,
     ids: Mutex<Vec<String>>,
+    /// Host links a test saw created (e.g. bandwidth's ifb devices), deleted on drop.
+    links: Mutex<Vec<String>>,
     _slot: nix::fcntl::Flock<std::fs::File>,
 }
 
@@ -275,6 +277,7 @@ impl TestNet {
             bridge,
             prefix,
             ids: Mutex::new(Vec::new()),
+            links: Mutex::new(Vec::new()),
             _slot: slot,
         };
         net.write_config(&[net.portmap_plugin()]);
@@ -314,6 +317,11 @@ impl TestNet {
         let id = container_id(tag);
         self.ids.lock().unwrap().push(id.clone());
         id
+    }
+
+    /// Registers a host link for deletion when the network is dropped.
+    pub fn track_link(&self, name: &str) {
+        self.links.lock().unwrap().push(name.to_string());
     }
 
     pub fn bridge_plugin(&self) -> serde_json::Value {
@@ -387,6 +395,11 @@ impl Drop for TestNet {
             for e in entries.flatten() {
                 let _ = nix::mount::umount2(&e.path(), nix::mount::MntFlags::MNT_DETACH);
                 let _ = std::fs::remove_file(e.path());
+            }
+        }
+        for link in self.links.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+            if link_exists(link) {
+                let _ = try_sh("ip", &["link", "del", link]);
             }
         }
         if link_exists(&self.bridge) {
