@@ -18,6 +18,9 @@ pub mod seccomp;
 mod user;
 mod util;
 
+#[cfg(test)]
+mod testutil;
+
 pub use cgroups::DEFAULT_CGROUP_PARENT;
 pub use container::{container_spec, ContainerSpec};
 pub use error::{Error, ErrorKind, Result};

@@ -420,4 +420,106 @@ mod tests {
             ["rbind", "rprivate", "rro"]
         );
     }
+
+    /// A tmpfs mounted on a tempdir for one test, unmounted (then removed) on drop.
+    struct TmpMount {
+        dir: tempfile::TempDir,
+    }
+
+    impl TmpMount {
+        fn new() -> TmpMount {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let ok = std::process::Command::new("mount")
+                .args([
+                    "-t",
+                    "tmpfs",
+                    "berth-cri-test",
+                    &dir.path().to_string_lossy(),
+                ])
+                .status()
+                .expect("mount")
+                .success();
+            assert!(ok, "mount tmpfs");
+            TmpMount { dir }
+        }
+
+        fn make(&self, how: &str) {
+            let ok = std::process::Command::new("mount")
+                .arg(how)
+                .arg(self.dir.path())
+                .status()
+                .expect("mount")
+                .success();
+            assert!(ok, "mount {how}");
+        }
+    }
+
+    impl Drop for TmpMount {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount")
+                .arg("-l")
+                .arg(self.dir.path())
+                .status();
+        }
+    }
+
+    fn with_propagation(host: &Path, p: MountPropagation) -> CriMount {
+        CriMount {
+            propagation: p as i32,
+            ..m("/vol", host)
+        }
+    }
+
+    #[test]
+    fn propagation_needs_a_matching_host_mount() {
+        let tm = TmpMount::new();
+        tm.make("--make-private");
+        let mut spec = berth_spec::default_spec("k8s.io", "c").expect("spec");
+        for p in [
+            MountPropagation::PropagationBidirectional,
+            MountPropagation::PropagationHostToContainer,
+        ] {
+            let e = apply(
+                &mut spec,
+                &[with_propagation(tm.dir.path(), p)],
+                Vec::new(),
+                false,
+            )
+            .expect_err("private source");
+            assert_eq!(e.kind(), crate::ErrorKind::FailedPrecondition, "{e}");
+            assert!(
+                e.to_string().contains(&tm.dir.path().display().to_string()),
+                "{e}"
+            );
+        }
+        tm.make("--make-shared");
+        let mut spec = berth_spec::default_spec("k8s.io", "c").expect("spec");
+        let slave = with_propagation(tm.dir.path(), MountPropagation::PropagationHostToContainer);
+        apply(&mut spec, &[slave], Vec::new(), false).expect("shared source, rslave");
+        assert_eq!(
+            spec.linux()
+                .as_ref()
+                .and_then(|l| l.rootfs_propagation().clone())
+                .as_deref(),
+            Some("rslave")
+        );
+        assert!(by_dst(&spec, "/vol")[0]
+            .options()
+            .iter()
+            .flatten()
+            .any(|o| o == "rslave"));
+        let mut spec = berth_spec::default_spec("k8s.io", "c").expect("spec");
+        let mut sub = with_propagation(tm.dir.path(), MountPropagation::PropagationHostToContainer);
+        sub.container_path = "/vol2".into();
+        let shared = with_propagation(tm.dir.path(), MountPropagation::PropagationBidirectional);
+        apply(&mut spec, &[sub, shared], Vec::new(), false).expect("shared source, rshared");
+        assert_eq!(
+            spec.linux()
+                .as_ref()
+                .and_then(|l| l.rootfs_propagation().clone())
+                .as_deref(),
+            Some("rshared"),
+            "rshared wins over rslave"
+        );
+    }
 }

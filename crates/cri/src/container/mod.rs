@@ -335,3 +335,6 @@ pub fn container_spec(c: &ContainerSpec) -> Result<Spec> {
     );
     Ok(spec)
 }
+
+#[cfg(test)]
+mod tests;

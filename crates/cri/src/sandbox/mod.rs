@@ -199,3 +199,6 @@ pub fn sandbox_spec(s: &SandboxSpec) -> Result<Spec> {
     ann::set(&mut spec, &cfg.annotations, &ours);
     Ok(spec)
 }
+
+#[cfg(test)]
+mod tests;
