@@ -1,0 +1,181 @@
+//! berth-cri-bench: runs one CRI benchmark scenario against any CRI v1 socket (berthd's or
+//! containerd's) and prints its timings as one JSON object on stdout. Used by bench/cri.sh,
+//! which starts the daemons and reads memory between steps; no crictl needed.
+
+mod connect;
+mod error;
+mod images;
+mod list;
+mod pods;
+mod spec;
+mod summary;
+mod teardown;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use k8s_cri::v1::image_service_client::ImageServiceClient;
+use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
+use serde_json::{json, Value};
+
+use error::Error;
+use summary::{latency_json, ms};
+
+#[derive(Parser)]
+#[command(about = "One CRI benchmark scenario against a CRI socket; JSON timings on stdout")]
+struct Cli {
+    /// The daemon's CRI gRPC socket.
+    #[arg(long, global = true, default_value = "/run/berth/berth.sock")]
+    socket: PathBuf,
+    /// Any single RPC taking longer than this fails the run.
+    #[arg(long, global = true, default_value_t = 120)]
+    rpc_timeout_secs: u64,
+    #[command(subcommand)]
+    scenario: Scenario,
+}
+
+#[derive(Subcommand)]
+enum Scenario {
+    /// PullImage each image (untimed set-up for the other scenarios; times printed anyway).
+    Pull { images: Vec<String> },
+    /// Start --count pods, --parallel at a time; per-pod latency p50/p99 and total; then tear
+    /// them down (timed) unless --keep.
+    Pods(PodsArgs),
+    /// StopPodSandbox + RemovePodSandbox for every pod of --tag; total time.
+    Teardown {
+        #[arg(long, default_value = "bench")]
+        tag: String,
+        #[arg(long, default_value_t = 1)]
+        parallel: usize,
+    },
+    /// Median latency of ListContainers and ListContainerStats with what is running now.
+    List {
+        #[arg(long, default_value_t = 50)]
+        calls: usize,
+        /// Fail unless at least this many containers are running.
+        #[arg(long, default_value_t = 0)]
+        expect: usize,
+    },
+}
+
+#[derive(Args)]
+struct PodsArgs {
+    #[arg(long, default_value_t = 30)]
+    count: usize,
+    #[arg(long, default_value_t = 1)]
+    parallel: usize,
+    /// Image of every container.
+    #[arg(long)]
+    image: String,
+    /// Command of every container, split on spaces; empty runs the image's own (httpd's server).
+    #[arg(long, default_value = "")]
+    command: String,
+    #[arg(long, default_value_t = 1)]
+    containers_per_pod: usize,
+    /// The daemon's sandbox image; checked (or pulled) before timing.
+    #[arg(long)]
+    pause_image: Option<String>,
+    /// The images were pulled already: fail rather than pull if one is missing.
+    #[arg(long)]
+    pause_already_pulled: bool,
+    /// Pods are labelled berth-bench=<tag>; `teardown --tag` finds them by it.
+    #[arg(long, default_value = "bench")]
+    tag: String,
+    /// Pod log directories are made under it.
+    #[arg(long)]
+    log_dir: PathBuf,
+    /// cgroupfs parent for the pods (each gets <parent>/<pod name>); empty: the daemon's default.
+    #[arg(long, default_value = "")]
+    cgroup_parent: String,
+    #[arg(long, default_value = "")]
+    runtime_handler: String,
+    /// Leave the pods running (for memory readings and `list`); `teardown` removes them later.
+    #[arg(long)]
+    keep: bool,
+}
+
+async fn run(cli: Cli) -> Result<Value, Error> {
+    let channel = connect::channel(&cli.socket, Duration::from_secs(cli.rpc_timeout_secs)).await?;
+    let runtime = RuntimeServiceClient::new(channel.clone());
+    let mut image = ImageServiceClient::new(channel);
+    match cli.scenario {
+        Scenario::Pull { images: refs } => {
+            let mut out = Vec::new();
+            for r in &refs {
+                let (took, image_ref) = images::pull(&mut image, r).await?;
+                out.push(json!({"image": r, "image_ref": image_ref, "ms": ms(took)}));
+            }
+            Ok(json!({"scenario": "pull", "images": out}))
+        }
+        Scenario::Pods(a) => {
+            let mut wanted = vec![a.image.as_str()];
+            wanted.extend(a.pause_image.as_deref());
+            images::ensure(&mut image, &wanted, a.pause_already_pulled).await?;
+            let plan = spec::Plan {
+                tag: a.tag.clone(),
+                image: a.image.clone(),
+                command: a.command.split_whitespace().map(String::from).collect(),
+                containers_per_pod: a.containers_per_pod,
+                log_dir: a.log_dir,
+                cgroup_parent: a.cgroup_parent,
+                runtime_handler: a.runtime_handler,
+            };
+            let started = pods::start_all(runtime.clone(), plan, a.count, a.parallel).await?;
+            let mut out = json!({
+                "scenario": "pods",
+                "count": a.count,
+                "parallel": a.parallel,
+                "containers_per_pod": a.containers_per_pod,
+                "start": latency_json(&started.latencies),
+                "start_total_s": started.total.as_secs_f64(),
+            });
+            if !a.keep {
+                let t = teardown::teardown(runtime, &a.tag, a.parallel).await?;
+                out["teardown"] = json!({"pods": t.pods, "total_s": t.total.as_secs_f64()});
+            }
+            Ok(out)
+        }
+        Scenario::Teardown { tag, parallel } => {
+            let t = teardown::teardown(runtime, &tag, parallel).await?;
+            Ok(
+                json!({"scenario": "teardown", "pods": t.pods, "parallel": parallel, "total_s": t.total.as_secs_f64()}),
+            )
+        }
+        Scenario::List { calls, expect } => {
+            let l = list::measure(runtime, calls, expect).await?;
+            Ok(json!({
+                "scenario": "list",
+                "running": l.running,
+                "stats_entries": l.with_stats,
+                "list_containers": latency_json(&l.list_containers),
+                "list_container_stats": latency_json(&l.list_container_stats),
+            }))
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("berth-cri-bench: start tokio runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(run(cli)) {
+        Ok(v) => {
+            println!("{v}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("berth-cri-bench: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
