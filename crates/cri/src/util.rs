@@ -2,6 +2,9 @@
 
 use std::path::Path;
 
+use crate::error::{Error, Result};
+
+use k8s_cri::v1::NamespaceMode;
 use oci_spec::runtime::{
     Linux, LinuxNamespace, LinuxNamespaceType, LinuxResources, Mount, Process, Spec,
 };
@@ -61,4 +64,13 @@ pub(crate) fn bind(source: &Path, destination: &str, options: &[&str]) -> Mount 
     opts.extend(options.iter().map(|o| o.to_string()));
     m.set_options(Some(opts));
     m
+}
+
+/// A CRI namespace mode, refusing values the CRI does not define.
+pub(crate) fn namespace_mode(which: &'static str, v: i32) -> Result<NamespaceMode> {
+    NamespaceMode::try_from(v).map_err(|_| Error::InvalidValue {
+        field: which,
+        value: v.to_string(),
+        why: "unknown namespace mode",
+    })
 }

@@ -5,6 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use berth_spec::{replace_or_append_env, ImageRuntimeConfig, DEFAULT_PATH_ENV};
+use k8s_cri::v1::security_profile::ProfileType;
 use k8s_cri::v1::{
     ContainerConfig, LinuxContainerSecurityContext, NamespaceMode, PodSandboxConfig,
     SupplementalGroupsPolicy,
@@ -14,7 +15,6 @@ use oci_spec::runtime::{LinuxNamespaceType, Spec};
 use crate::annotations as ann;
 use crate::error::{Error, Result};
 use crate::files::{pod_hostname, PodFiles};
-use crate::sandbox::mode;
 use crate::seccomp::{self, Seccomp};
 use crate::{caps, cgroups, devices, mounts, resources, user, util, CRI_NAMESPACE};
 
@@ -43,6 +43,34 @@ pub struct ContainerSpec<'a> {
 #[allow(deprecated)]
 fn seccomp_path(sc: &LinuxContainerSecurityContext) -> &str {
     &sc.seccomp_profile_path
+}
+
+/// The deprecated string form of the AppArmor profile.
+#[allow(deprecated)]
+fn apparmor_path(sc: &LinuxContainerSecurityContext) -> &str {
+    &sc.apparmor_profile
+}
+
+/// Requests berth cannot honour and must not silently drop: a named AppArmor profile (berth
+/// loads none, so confinement asked for would be missing) and CDI devices.
+fn refuse_unsupported(
+    cfg: &ContainerConfig,
+    sc: Option<&LinuxContainerSecurityContext>,
+) -> Result<()> {
+    if let Some(sc) = sc.filter(|s| !s.privileged) {
+        let localhost = sc
+            .apparmor
+            .as_ref()
+            .is_some_and(|p| p.profile_type == ProfileType::Localhost as i32)
+            || apparmor_path(sc).starts_with("localhost/");
+        if localhost {
+            return Err(Error::Unsupported("AppArmor localhost profiles".into()));
+        }
+    }
+    if let Some(d) = cfg.cdi_devices.first() {
+        return Err(Error::Unsupported(format!("CDI device {:?}", d.name)));
+    }
+    Ok(())
 }
 
 /// containerd's rule: a CRI command replaces the image's entrypoint and drops its Cmd; CRI
@@ -183,7 +211,7 @@ fn namespaces(
             util::remove_namespace(spec, LinuxNamespaceType::Uts);
         }
     }
-    match mode("ipc namespace mode", ns.map_or(0, |n| n.ipc))? {
+    match util::namespace_mode("ipc namespace mode", ns.map_or(0, |n| n.ipc))? {
         NamespaceMode::Node => util::remove_namespace(spec, LinuxNamespaceType::Ipc),
         _ => util::set_namespace(
             spec,
@@ -191,7 +219,7 @@ fn namespaces(
             Some(&ns_path(c.sandbox_pid, "ipc")?),
         ),
     }
-    match mode("pid namespace mode", ns.map_or(0, |n| n.pid))? {
+    match util::namespace_mode("pid namespace mode", ns.map_or(0, |n| n.pid))? {
         NamespaceMode::Pod => util::set_namespace(
             spec,
             LinuxNamespaceType::Pid,
@@ -274,6 +302,7 @@ pub fn container_spec(c: &ContainerSpec) -> Result<Spec> {
     let linux = cfg.linux.as_ref();
     let sc = linux.and_then(|l| l.security_context.as_ref());
     let privileged = sc.is_some_and(|s| s.privileged);
+    refuse_unsupported(cfg, sc)?;
 
     let mut spec = berth_spec::default_spec(CRI_NAMESPACE, c.id)?;
     util::remove_mount(&mut spec, "/run");

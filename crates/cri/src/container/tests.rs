@@ -690,6 +690,29 @@ fn seccomp_localhost() {
 }
 
 #[test]
+fn unsupported_requests_are_refused() {
+    let mut cfg = config();
+    sc(&mut cfg).apparmor = Some(SecurityProfile {
+        profile_type: ProfileType::Localhost as i32,
+        localhost_ref: "k8s-nginx".into(),
+    });
+    let e = Fixture::new().build(&cfg).expect_err("apparmor");
+    assert_eq!(e.kind(), ErrorKind::Unimplemented);
+    // The runtime's default AppArmor profile is "none loaded" on berth: accepted.
+    sc(&mut cfg).apparmor = Some(SecurityProfile::default());
+    Fixture::new()
+        .build(&cfg)
+        .expect("runtime default apparmor");
+
+    let mut cfg = config();
+    cfg.cdi_devices = vec![k8s_cri::v1::CdiDevice {
+        name: "vendor.com/gpu=0".into(),
+    }];
+    let e = Fixture::new().build(&cfg).expect_err("cdi");
+    assert!(e.to_string().contains("vendor.com/gpu=0"), "{e}");
+}
+
+#[test]
 fn missing_sandbox_pid_is_reported() {
     let f = Fixture::new();
     let e = container_spec(&ContainerSpec {

@@ -3,7 +3,9 @@
 
 use std::path::Path;
 
-use k8s_cri::v1::{LinuxSandboxSecurityContext, NamespaceMode, PodSandboxConfig};
+use k8s_cri::v1::{
+    LinuxSandboxSecurityContext, NamespaceMode, PodSandboxConfig, PodSandboxMetadata,
+};
 use oci_spec::runtime::{LinuxNamespaceType, Spec};
 
 use crate::annotations as ann;
@@ -35,15 +37,6 @@ pub struct SandboxSpec<'a> {
     pub oom_score_adj_min: i32,
 }
 
-/// Namespace modes of a pod, checked.
-pub(crate) fn mode(which: &'static str, v: i32) -> Result<NamespaceMode> {
-    NamespaceMode::try_from(v).map_err(|_| Error::InvalidValue {
-        field: which,
-        value: v.to_string(),
-        why: "unknown namespace mode",
-    })
-}
-
 fn namespaces(
     spec: &mut Spec,
     s: &SandboxSpec,
@@ -57,7 +50,7 @@ fn namespaces(
             util::remove_namespace(spec, LinuxNamespaceType::Uts);
         }
     }
-    match mode("pid namespace mode", ns.map_or(0, |n| n.pid))? {
+    match util::namespace_mode("pid namespace mode", ns.map_or(0, |n| n.pid))? {
         NamespaceMode::Pod | NamespaceMode::Container => {}
         NamespaceMode::Node => util::remove_namespace(spec, LinuxNamespaceType::Pid),
         NamespaceMode::Target => {
@@ -68,7 +61,7 @@ fn namespaces(
             })
         }
     }
-    if mode("ipc namespace mode", ns.map_or(0, |n| n.ipc))? == NamespaceMode::Node {
+    if util::namespace_mode("ipc namespace mode", ns.map_or(0, |n| n.ipc))? == NamespaceMode::Node {
         util::remove_namespace(spec, LinuxNamespaceType::Ipc);
     }
     if ns
@@ -86,25 +79,21 @@ fn seccomp_path(sc: &LinuxSandboxSecurityContext) -> &str {
     &sc.seccomp_profile_path
 }
 
-/// The sandbox's spec, as containerd's `sandboxContainerSpec` builds it.
-pub fn sandbox_spec(s: &SandboxSpec) -> Result<Spec> {
-    let cfg = s.config;
-    let meta = cfg.metadata.as_ref().ok_or(Error::Missing {
-        what: "pod sandbox metadata",
-    })?;
-    let linux = cfg.linux.as_ref();
-    let sc = linux.and_then(|l| l.security_context.as_ref());
-    let mut spec = berth_spec::default_spec(CRI_NAMESPACE, s.id)?;
-    util::remove_mount(&mut spec, "/run");
+/// The pause process: the image's entrypoint and env, as the security context's user (else the
+/// image's), with only the listed supplementary groups (pause reads no /etc/group).
+fn pause_process(
+    spec: &mut Spec,
+    s: &SandboxSpec,
+    sc: Option<&LinuxSandboxSecurityContext>,
+) -> Result<()> {
     // Without rlimits the pause process inherits the shim's, as containerd's do.
-    util::process_mut(&mut spec).set_rlimits(None);
-
+    util::process_mut(spec).set_rlimits(None);
     let pause = berth_spec::ImageRuntimeConfig {
         user: String::new(),
         ..s.image.clone()
     };
-    berth_spec::with_image_config(&mut spec, &pause, &[], s.rootfs)?;
-    if util::process_mut(&mut spec)
+    berth_spec::with_image_config(spec, &pause, &[], s.rootfs)?;
+    if util::process_mut(spec)
         .args()
         .as_ref()
         .is_none_or(Vec::is_empty)
@@ -125,9 +114,74 @@ pub fn sandbox_spec(s: &SandboxSpec) -> Result<Spec> {
     let supplemental = sc
         .map(|c| c.supplemental_groups.as_slice())
         .unwrap_or_default();
-    // The pause process reads nothing from /etc/group: only the listed groups matter.
-    user::apply(&mut spec, &user, s.rootfs, supplemental, true)?;
+    user::apply(spec, &user, s.rootfs, supplemental, true)
+}
 
+/// The pod's `/dev/shm` (read-only: pause never writes it) and its resolv.conf, which a VM
+/// runtime reads to set up the pod's DNS.
+fn pod_mounts(spec: &mut Spec, files: &PodFiles) {
+    util::remove_mount(spec, "/run");
+    util::remove_mount(spec, "/dev/shm");
+    let shm = files.shm.as_deref().unwrap_or(Path::new(HOST_SHM));
+    let mounts = util::mounts_mut(spec);
+    mounts.push(util::bind(
+        shm,
+        "/dev/shm",
+        &["ro", "nosuid", "nodev", "noexec"],
+    ));
+    mounts.push(util::bind(&files.resolv_conf, "/etc/resolv.conf", &["ro"]));
+}
+
+/// The pod's cgroup, a token CPU share and the protected OOM score.
+fn pod_resources(spec: &mut Spec, s: &SandboxSpec) {
+    let pod_parent = s
+        .config
+        .linux
+        .as_ref()
+        .map_or("", |l| l.cgroup_parent.as_str());
+    let parent = cgroups::parent(pod_parent, s.cgroup_parent);
+    util::linux_mut(spec).set_cgroups_path(Some(cgroups::path(parent, s.id)));
+    let res = util::resources_mut(spec);
+    let mut cpu = res.cpu().clone().unwrap_or_default();
+    cpu.set_shares(Some(SANDBOX_CPU_SHARES));
+    res.set_cpu(Some(cpu));
+    util::process_mut(spec).set_oom_score_adj(Some(resources::clamp_oom(
+        SANDBOX_OOM_SCORE_ADJ,
+        s.oom_score_adj_min,
+    )));
+}
+
+fn annotations(spec: &mut Spec, s: &SandboxSpec, meta: &PodSandboxMetadata) {
+    let cfg = s.config;
+    let mut ours = vec![
+        (ann::CONTAINER_TYPE, ann::CONTAINER_TYPE_SANDBOX.to_string()),
+        (ann::SANDBOX_ID, s.id.to_string()),
+        (ann::SANDBOX_NAME, meta.name.clone()),
+        (ann::SANDBOX_NAMESPACE, meta.namespace.clone()),
+        (ann::SANDBOX_UID, meta.uid.clone()),
+        (ann::SANDBOX_LOG_DIR, cfg.log_directory.clone()),
+    ];
+    // VM runtimes size the VM from the pod's total resources.
+    if let Some(r) = cfg.linux.as_ref().and_then(|l| l.resources.as_ref()) {
+        ours.push((ann::SANDBOX_CPU_PERIOD, r.cpu_period.to_string()));
+        ours.push((ann::SANDBOX_CPU_QUOTA, r.cpu_quota.to_string()));
+        ours.push((ann::SANDBOX_CPU_SHARES, r.cpu_shares.to_string()));
+        ours.push((ann::SANDBOX_MEMORY, r.memory_limit_in_bytes.to_string()));
+    }
+    ann::set(spec, &cfg.annotations, &ours);
+}
+
+/// The sandbox's spec, as containerd's `sandboxContainerSpec` builds it, except that the
+/// pause process is confined by RuntimeDefault seccomp when the request names no profile.
+pub fn sandbox_spec(s: &SandboxSpec) -> Result<Spec> {
+    let cfg = s.config;
+    let meta = cfg.metadata.as_ref().ok_or(Error::Missing {
+        what: "pod sandbox metadata",
+    })?;
+    let linux = cfg.linux.as_ref();
+    let sc = linux.and_then(|l| l.security_context.as_ref());
+    let mut spec = berth_spec::default_spec(CRI_NAMESPACE, s.id)?;
+    pause_process(&mut spec, s, sc)?;
     if let Some(root) = spec.root_mut() {
         root.set_readonly(Some(true));
     }
@@ -135,41 +189,13 @@ pub fn sandbox_spec(s: &SandboxSpec) -> Result<Spec> {
     if s.netns.is_some() && !cfg.hostname.is_empty() {
         spec.set_hostname(Some(cfg.hostname.clone()));
     }
-
-    util::remove_mount(&mut spec, "/dev/shm");
-    let shm = s.files.shm.as_deref().unwrap_or(Path::new(HOST_SHM));
-    let mounts = util::mounts_mut(&mut spec);
-    mounts.push(util::bind(
-        shm,
-        "/dev/shm",
-        &["ro", "nosuid", "nodev", "noexec"],
-    ));
-    // A VM runtime sets up the pod's DNS from the sandbox's own resolv.conf.
-    mounts.push(util::bind(
-        &s.files.resolv_conf,
-        "/etc/resolv.conf",
-        &["ro"],
-    ));
-
+    pod_mounts(&mut spec, s.files);
     if let Some(sysctls) = linux.map(|l| &l.sysctls).filter(|m| !m.is_empty()) {
         util::linux_mut(&mut spec).set_sysctl(Some(sysctls.clone()));
     }
-    let parent = cgroups::parent(
-        linux.map_or("", |l| l.cgroup_parent.as_str()),
-        s.cgroup_parent,
-    );
-    util::linux_mut(&mut spec).set_cgroups_path(Some(cgroups::path(parent, s.id)));
-    let res = util::resources_mut(&mut spec);
-    let mut cpu = res.cpu().clone().unwrap_or_default();
-    cpu.set_shares(Some(SANDBOX_CPU_SHARES));
-    res.set_cpu(Some(cpu));
-    util::process_mut(&mut spec).set_oom_score_adj(Some(resources::clamp_oom(
-        SANDBOX_OOM_SCORE_ADJ,
-        s.oom_score_adj_min,
-    )));
+    pod_resources(&mut spec, s);
 
-    let privileged = sc.is_some_and(|c| c.privileged);
-    let choice = if privileged {
+    let choice = if sc.is_some_and(|c| c.privileged) {
         Seccomp::Unconfined
     } else {
         // Unlike the CRI's "unset means unconfined", an unset pause profile is confined: pause
@@ -181,22 +207,7 @@ pub fn sandbox_spec(s: &SandboxSpec) -> Result<Spec> {
         )?
     };
     seccomp::apply(&mut spec, &choice)?;
-
-    let mut ours = vec![
-        (ann::CONTAINER_TYPE, ann::CONTAINER_TYPE_SANDBOX.to_string()),
-        (ann::SANDBOX_ID, s.id.to_string()),
-        (ann::SANDBOX_NAME, meta.name.clone()),
-        (ann::SANDBOX_NAMESPACE, meta.namespace.clone()),
-        (ann::SANDBOX_UID, meta.uid.clone()),
-        (ann::SANDBOX_LOG_DIR, cfg.log_directory.clone()),
-    ];
-    if let Some(r) = linux.and_then(|l| l.resources.as_ref()) {
-        ours.push((ann::SANDBOX_CPU_PERIOD, r.cpu_period.to_string()));
-        ours.push((ann::SANDBOX_CPU_QUOTA, r.cpu_quota.to_string()));
-        ours.push((ann::SANDBOX_CPU_SHARES, r.cpu_shares.to_string()));
-        ours.push((ann::SANDBOX_MEMORY, r.memory_limit_in_bytes.to_string()));
-    }
-    ann::set(&mut spec, &cfg.annotations, &ours);
+    annotations(&mut spec, s, meta);
     Ok(spec)
 }
 
