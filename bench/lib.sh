@@ -30,3 +30,138 @@ EOT
     containerd --config "$1/config.toml" --log-level warn >/dev/null 2>"$1/log" &
     echo $!
 }
+
+# ---- CRI (bench/cri.sh) ----
+
+# A TCP port nothing listens on right now (loopback).
+free_port() {
+    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+# Debian's docker-registry serving 127.0.0.1:$2 from storage under $1; prints its PID.
+start_registry() {
+    cat >"$1/registry.yml" <<EOT
+version: 0.1
+log:
+  level: error
+storage:
+  filesystem:
+    rootdirectory: $1/data
+http:
+  addr: 127.0.0.1:$2
+EOT
+    docker-registry serve "$1/registry.yml" >/dev/null 2>"$1/registry.log" &
+    echo $!
+}
+
+# containerd's hosts.toml layout under $1/certs.d saying registry $2 (host:port) speaks plain HTTP.
+registry_plain_http() {
+    mkdir -p "$1/certs.d/$2"
+    cat >"$1/certs.d/$2/hosts.toml" <<EOT
+server = "http://$2"
+[host."http://$2"]
+  capabilities = ["pull", "resolve"]
+EOT
+}
+
+# A CNI 1.0 conflist in $1/net.d: bridge $2 with subnet $3 (host-local leases kept under $1/ipam,
+# so they go with the directory), then portmap. No masquerading: nothing touches iptables.
+write_cni_bridge() {
+    mkdir -p "$1/net.d"
+    cat >"$1/net.d/10-bench.conflist" <<EOT
+{
+  "cniVersion": "1.0.0",
+  "name": "bench-$2",
+  "plugins": [
+    {
+      "type": "bridge", "bridge": "$2", "isGateway": true, "ipMasq": false, "hairpinMode": true,
+      "ipam": {"type": "host-local", "ranges": [[{"subnet": "$3"}]], "routes": [{"dst": "0.0.0.0/0"}], "dataDir": "$1/ipam"}
+    },
+    {"type": "portmap", "capabilities": {"portMappings": true}}
+  ]
+}
+EOT
+}
+
+# Debian's containerd 1.6 with its CRI plugin, root/state/socket/runc state/CNI config under $1,
+# sandbox image $2; prints its PID. restrict_oom_score_adj: root here lacks CAP_SYS_RESOURCE.
+start_containerd_cri() {
+    cat >"$1/config.toml" <<EOT
+version = 2
+root = "$1/root"
+state = "$1/state"
+[grpc]
+  address = "$1/sock"
+[ttrpc]
+  address = "$1/sock.ttrpc"
+[plugins."io.containerd.internal.v1.opt"]
+  path = "$1/opt"
+[plugins."io.containerd.grpc.v1.cri"]
+  sandbox_image = "$2"
+  stream_server_address = "127.0.0.1"
+  stream_server_port = "0"
+  restrict_oom_score_adj = true
+  [plugins."io.containerd.grpc.v1.cri".containerd]
+    default_runtime_name = "runc"
+    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
+      runtime_type = "io.containerd.runc.v2"
+      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
+        Root = "$1/runc"
+  [plugins."io.containerd.grpc.v1.cri".cni]
+    bin_dir = "/usr/lib/cni"
+    conf_dir = "$1/net.d"
+  [plugins."io.containerd.grpc.v1.cri".registry]
+    config_path = "$1/certs.d"
+EOT
+    containerd --config "$1/config.toml" --log-level warn >/dev/null 2>"$1/log" &
+    echo $!
+}
+
+# berthd with CRI, root/state/socket/runc state/CNI config under $1, sandbox image $2; prints its
+# PID. $BERTHD is the binary (its shim sits next to it).
+start_berthd_cri() {
+    cat >"$1/config.toml" <<EOT
+[registry]
+config_path = "$1/certs.d"
+[cri]
+sandbox_image = "$2"
+stream_server_port = 0
+[cri.cni]
+conf_dir = "$1/net.d"
+bin_dirs = ["/usr/lib/cni"]
+[cri.runtimes.runc]
+runtime_type = "io.containerd.berth.v2"
+options = { binary_name = "runc", root = "$1/runc" }
+EOT
+    "$BERTHD" --config "$1/config.toml" --root "$1/root" --state "$1/state" --address "$1/sock" --log-level warn >/dev/null 2>"$1/log" &
+    echo $!
+}
+
+# The shims started for the daemon serving socket $1 (their command line names it).
+shims_of() {
+    for f in /proc/[0-9]*/cmdline; do
+        # 2>/dev/null first: a process gone since the glob must not print the failed redirection.
+        c=$(tr '\0' ' ' 2>/dev/null <"$f") || continue
+        case "$c" in
+            *containerd-shim*" $1 "* | *containerd-shim*" $1") p=${f#/proc/}; echo "${p%/cmdline}" ;;
+        esac
+    done
+}
+
+# Direct children of PID $1 (a shim's children are the pod's and containers' init processes).
+children_of() {
+    # After "pid (comm) " (comm may hold ") "), field 2 is the parent PID.
+    cat /proc/[0-9]*/stat 2>/dev/null | awk -v want="$1" '{ pid = $1; sub(/^.*\) /, ""); if ($2 == want) print pid }'
+}
+
+# "rss_kb pss_kb shim_rss_kb nshims" of daemon $1 plus every shim of socket $2 (PSS from smaps_rollup).
+daemon_mem() {
+    rss=0; pss=0; shim_rss=0; n=0
+    for p in $1 $(shims_of "$2"); do
+        r=$(awk '/^VmRSS/ {print $2}' "/proc/$p/status" 2>/dev/null) || r=0
+        s=$(awk '/^Pss:/ {print $2}' "/proc/$p/smaps_rollup" 2>/dev/null) || s=0
+        rss=$((rss + ${r:-0})); pss=$((pss + ${s:-0}))
+        if [ "$p" != "$1" ]; then shim_rss=$((shim_rss + ${r:-0})); n=$((n + 1)); fi
+    done
+    echo "$rss $pss $shim_rss $n"
+}

@@ -1,0 +1,195 @@
+#!/bin/sh
+# Side-by-side Kubernetes CRI: berthd vs Debian's containerd 1.6 with its CRI plugin, each on its
+# own temp root, state, socket, runc root, CNI config (its own bridge and subnet) and cgroup
+# parent, both driven over CRI by bench/cri-driver (berth-cri-bench; no crictl here). Images come
+# from Debian's docker-registry on loopback and are pulled into each daemon before any timing.
+#   1. 30 pods one at a time (RunPodSandbox + CreateContainer + StartContainer, busybox httpd):
+#      per-pod latency p50/p99, total; RSS/PSS of daemon + shims with the 30 running; teardown
+#      (StopPodSandbox + RemovePodSandbox) of the 30 one at a time
+#   2. the same 30 pods 10 at a time: p50/p99, total; teardown 10 at a time
+#   3. 25 pods x 4 containers (sleep): median ListContainers and ListContainerStats latency
+#      over 50 calls each with the 100 running
+# usage: bench/cri.sh [RUNS=3]    (root; builds berthd, its shim and the driver in release mode)
+#   KINDS="containerd berthd" chooses the daemons (e.g. KINDS=containerd for its half alone).
+# A scenario that fails on one daemon is reported (step, RPC, error, log tail) and that daemon's
+# column reads "fail"; the other daemon's runs go on.
+set -eu
+cd "$(dirname "$0")/.."
+. bench/lib.sh
+RUNS=${1:-3}
+KINDS=${KINDS:-containerd berthd}
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$PWD/target}
+case " $KINDS " in
+    *" berthd "*) cargo build --release -q -p berthd --bin berthd -p berth-shim --bin containerd-shim-berth-v2 -p berth-cri-bench ;;
+    *) cargo build --release -q -p berth-cri-bench ;;
+esac
+BIN=$CARGO_TARGET_DIR/release
+BERTHD=$BIN/berthd
+DRIVER=$BIN/berth-cri-bench
+WORK=$(mktemp -d /tmp/berth-cri-bench.XXXXXX)
+IMAGES=${BERTH_TEST_IMAGES:-$PWD/target/testimages}
+[ -d "$IMAGES/oci" ] || sh ../shared/testimages/make-test-images.sh "$IMAGES" >/dev/null
+# Names no other run shares: bridges, subnets and cgroup parents carry this script's PID.
+TAG=$$
+CGROUP=berth-cri-bench-$TAG
+NET=$((100 + TAG % 100))
+while ip -4 route | grep -q "^10\.$NET\."; do NET=$((NET + 1)); done
+IP_FORWARD=$(cat /proc/sys/net/ipv4/ip_forward)
+REG_PID=""
+
+# Everything one daemon's run left behind, whether it finished or not: its pods (through CRI while
+# it still answers), shims, runc state, pod netns files, mounts, bridge, cgroups.
+stop_dir() { # dir
+    d=$1
+    [ -f "$d/pid" ] || return 0
+    pid=$(cat "$d/pid")
+    if kill -0 "$pid" 2>/dev/null && [ -S "$d/sock" ]; then
+        for tag in seq par list; do
+            timeout 120 "$DRIVER" --socket "$d/sock" teardown --tag "$tag" --parallel 10 >/dev/null 2>&1 || true
+        done
+    fi
+    # containerd 1.6 keeps pod netns files in /run/netns: find ours by the namespaces our pods' processes are in.
+    host_ns=$(stat -L -c %i /proc/self/ns/net)
+    inodes=""
+    shims=$(shims_of "$d/sock")
+    for s in $shims; do
+        for c in $(children_of "$s"); do
+            i=$(stat -L -c %i "/proc/$c/ns/net" 2>/dev/null) || continue
+            [ "$i" = "$host_ns" ] || inodes="$inodes $i"
+        done
+    done
+    for s in $shims; do kill -9 "$s" 2>/dev/null || true; done
+    kill "$pid" 2>/dev/null || true
+    i=0; while kill -0 "$pid" 2>/dev/null && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
+    kill -9 "$pid" 2>/dev/null || true
+    # runc state of our containers: under our own runc root, or runc's default root if the
+    # daemon ignored ours; only ids whose state names a path of this run.
+    for root in "$d/runc" /run/containerd/runc/k8s.io; do
+        for id in $(ls "$root" 2>/dev/null); do
+            grep -qs "$WORK" "$root/$id/state.json" && runc --root "$root" delete --force "$id" 2>/dev/null || true
+        done
+    done
+    for f in /run/netns/*; do
+        [ -e "$f" ] || continue
+        i=$(stat -L -c %i "$f" 2>/dev/null) || continue
+        case " $inodes " in *" $i "*) umount -l "$f" 2>/dev/null || true; rm -f "$f" ;; esac
+    done
+    umount_under "$d"
+    ip link del "$(cat "$d/bridge")" 2>/dev/null || true
+    for c in /sys/fs/cgroup/*/"$(cat "$d/cgroup")"; do
+        [ -d "$c" ] && find "$c" -depth -type d -exec rmdir {} \; 2>/dev/null || true
+    done
+    rm -f "$d/pid"
+}
+
+cleanup() {
+    for d in "$WORK"/*/; do [ -d "$d" ] && stop_dir "${d%/}"; done
+    [ -z "$REG_PID" ] || kill "$REG_PID" 2>/dev/null || true
+    for c in /sys/fs/cgroup/*/"$CGROUP"; do [ -d "$c" ] && rmdir "$c" 2>/dev/null || true; done
+    echo "$IP_FORWARD" >/proc/sys/net/ipv4/ip_forward
+    umount_under "$WORK"
+    rm -rf "$WORK"
+}
+trap cleanup EXIT INT TERM
+
+# The registry, with the three test images.
+mkdir -p "$WORK/registry"
+PORT=$(free_port)
+REG_PID=$(start_registry "$WORK/registry" "$PORT")
+i=0; until curl -sf "http://127.0.0.1:$PORT/v2/" >/dev/null; do i=$((i + 1)); [ $i -lt 400 ] || { echo "registry did not start" >&2; exit 1; }; sleep 0.025; done
+REG=127.0.0.1:$PORT
+for t in busybox pause httpd; do
+    skopeo copy -q --dest-tls-verify=false "oci:$IMAGES/oci:$t" "docker://$REG/$t:latest"
+done
+PAUSE=$REG/pause:latest
+HTTPD=$REG/httpd:latest
+BUSYBOX=$REG/busybox:latest
+
+# One step of a run: the driver's JSON goes to $d/<name>.json; a failure names the step.
+step() { # name driver-args...
+    name=$1; shift
+    echo "$name" >"$d/step"
+    "$DRIVER" --socket "$d/sock" "$@" >"$d/$name.json" 2>"$d/err"
+}
+
+j() { jq -r "$2" "$d/$1.json"; }
+
+# kind run -> appends "seq_p50 seq_p99 seq_total td_seq par_p50 par_p99 par_total td_par
+# list_ms stats_ms rss pss shim_rss nshims" to $WORK/<kind>.txt. Runs under set -e in a subshell.
+run_one() {
+    kind=$1; d=$WORK/$kind-$2; mkdir -p "$d"
+    case $kind in containerd) n=10 ;; *) n=20 ;; esac
+    echo "bcri$TAG$(echo "$kind" | cut -c1)" >"$d/bridge"
+    echo "$CGROUP/$kind-$2" >"$d/cgroup"
+    write_cni_bridge "$d" "$(cat "$d/bridge")" "10.$NET.$n.0/24"
+    registry_plain_http "$d" "$REG"
+    start_${kind}_cri "$d" "$PAUSE" >"$d/pid"
+    wait_sock "$d/sock"
+    common="--pause-image $PAUSE --pause-already-pulled --log-dir $d/logs --cgroup-parent /$(cat "$d/cgroup")"
+    step pull pull "$PAUSE" "$HTTPD" "$BUSYBOX"
+    step seq pods --count 30 --parallel 1 --image "$HTTPD" --tag seq --keep $common
+    mem=$(daemon_mem "$(cat "$d/pid")" "$d/sock")
+    step td-seq teardown --tag seq --parallel 1
+    step par pods --count 30 --parallel 10 --image "$HTTPD" --tag par $common
+    step list-pods pods --count 25 --containers-per-pod 4 --parallel 10 --image "$BUSYBOX" --command "sleep 3600" --tag list --keep $common
+    step list list --calls 50 --expect 100
+    step td-list teardown --tag list --parallel 10
+    echo "$(j seq .start.p50_ms) $(j seq .start.p99_ms) $(j seq .start_total_s) $(j td-seq .total_s)" \
+        "$(j par .start.p50_ms) $(j par .start.p99_ms) $(j par .start_total_s) $(j par .teardown.total_s)" \
+        "$(j list .list_containers.p50_ms) $(j list .list_container_stats.p50_ms) $mem" >>"$WORK/$kind.txt"
+}
+
+: >"$WORK/failures"
+for r in $(seq "$RUNS"); do
+    for kind in $KINDS; do
+        : >>"$WORK/$kind.txt"
+        set +e
+        (set -e; run_one "$kind" "$r")
+        rc=$?
+        set -e
+        d=$WORK/$kind-$r
+        if [ $rc -ne 0 ]; then
+            {
+                echo "== $kind run $r failed at step '$(cat "$d/step" 2>/dev/null)':"
+                cat "$d/err" 2>/dev/null
+                echo "-- last lines of the $kind log:"
+                tail -n 15 "$d/log" 2>/dev/null
+            } | tee -a "$WORK/failures" >&2
+        fi
+        stop_dir "$d"
+        [ $rc -ne 0 ] || rm -rf "$d"
+    done
+done
+
+# Median of column $2 for daemon $1 over its successful runs; "" when none succeeded.
+col() { [ -s "$WORK/$1.txt" ] && awk -v c="$2" '{print $c}' "$WORK/$1.txt" | median || true; }
+absent() { case " $KINDS " in *" $1 "*) echo fail ;; *) echo "not run" ;; esac; }
+row() { # label unit scale col [decimals]
+    b=$(col berthd "$4"); c=$(col containerd "$4")
+    bv=$(absent berthd); cv=$(absent containerd); ratio=-
+    [ -z "$b" ] || bv=$(printf "%.${5:-1}f %s" "$(echo "$b/$3" | bc -l)" "$2")
+    [ -z "$c" ] || cv=$(printf "%.${5:-1}f %s" "$(echo "$c/$3" | bc -l)" "$2")
+    [ -z "$b" ] || [ -z "$c" ] || ratio=$(printf '%.2f' "$(echo "$b/$c" | bc -l)")
+    printf '%-46s %12s %12s %8s\n' "$1" "$bv" "$cv" "$ratio"
+}
+: >>"$WORK/berthd.txt"; : >>"$WORK/containerd.txt"
+nb=$(wc -l <"$WORK/berthd.txt"); nc=$(wc -l <"$WORK/containerd.txt")
+printf '%-46s %12s %12s %8s\n' "metric (median of runs: berthd $nb, containerd $nc)" berthd containerd ratio
+row "30 pods sequential: pod start p50" ms 1 1 0
+row "30 pods sequential: pod start p99" ms 1 2 0
+row "30 pods sequential: total" s 1 3 2
+row "30 pods sequential: teardown total" s 1 4 2
+row "30 pods 10 at a time: pod start p50" ms 1 5 0
+row "30 pods 10 at a time: pod start p99" ms 1 6 0
+row "30 pods 10 at a time: total" s 1 7 2
+row "30 pods 10 at a time: teardown total" s 1 8 2
+row "ListContainers, 100 running (median of 50)" ms 1 9 2
+row "ListContainerStats, 100 running (median of 50)" ms 1 10 2
+row "RSS daemon + shims, 30 pods running" MB 1024 11 1
+row "PSS daemon + shims, 30 pods running" MB 1024 12 1
+row "RSS of the shims alone, 30 pods running" MB 1024 13 1
+row "number of shims, 30 pods running" "" 1 14 0
+if [ -s "$WORK/failures" ]; then
+    echo "failures:"; cat "$WORK/failures"
+    exit 1
+fi
