@@ -6,6 +6,8 @@
 pub use containerd_client::{events, google, services, to_any, types};
 pub use tonic;
 
+pub mod metrics;
+
 /// Server traits for `containerd.services.*.v1`, one module per proto package.
 #[allow(clippy::all, missing_docs)]
 pub mod server {

@@ -25,6 +25,7 @@ pub use cgroups::DEFAULT_CGROUP_PARENT;
 pub use container::{container_spec, ContainerSpec};
 pub use error::{Error, ErrorKind, Result};
 pub use files::{hosts_file, pod_hostname, resolv_conf, PodFiles};
+pub use resources::linux_resources;
 pub use sandbox::{sandbox_spec, SandboxSpec, SANDBOX_CPU_SHARES, SANDBOX_OOM_SCORE_ADJ};
 
 /// The containerd namespace CRI objects live in.

@@ -24,6 +24,17 @@ fn non_negative(field: &'static str, v: i64) -> Result<()> {
     Ok(())
 }
 
+/// The cgroup settings of `r` alone, for UpdateContainerResources on a running container.
+pub fn linux_resources(r: &LinuxContainerResources) -> Result<oci_spec::runtime::LinuxResources> {
+    let mut spec = Spec::default();
+    apply(&mut spec, r, -1000)?;
+    Ok(spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.resources().clone())
+        .unwrap_or_default())
+}
+
 /// Applies the non-zero fields (zero means "not specified" in the CRI).
 pub(crate) fn apply(spec: &mut Spec, r: &LinuxContainerResources, oom_min: i32) -> Result<()> {
     non_negative("cpu_period", r.cpu_period)?;

@@ -23,6 +23,7 @@ pub struct Daemon {
     pub max_concurrent_downloads: usize,
     pub uuid: String,
     pub root: PathBuf,
+    pub cri: crate::cri::Cri,
 }
 
 impl Daemon {

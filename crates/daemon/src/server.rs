@@ -49,6 +49,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         max_concurrent_downloads: cfg.registry.max_concurrent_downloads.max(1),
         uuid: server_uuid(&cfg.root)?,
         root: cfg.root.clone(),
+        cri: crate::cri::Cri::new(cfg.cri.clone(), &cfg.state),
     });
     if !daemon.snapshotters.contains_key(&cfg.snapshotter) {
         bail!(
@@ -68,13 +69,15 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     for e in &recovered.errors {
         tracing::warn!(error = %e, "task recovery");
     }
+    let svc = Service(daemon.clone());
+    // CRI records come back after the tasks they describe.
+    svc.cri_recover().await;
     crate::gc::spawn_collector(daemon.clone());
     // Whatever a crash left unreferenced goes now.
     daemon.gc.schedule();
 
     let listener = bind(&cfg.address)?;
     tracing::info!(address = %cfg.address.display(), root = %cfg.root.display(), "berthd serving");
-    let svc = Service(daemon.clone());
     let result = tonic::transport::Server::builder()
         .trace_fn(request_span)
         .add_service(srv::version::version_server::VersionServer::new(

@@ -331,3 +331,39 @@ fn disk_usage(dir: &std::path::Path) -> (u64, u64) {
     }
     (bytes, inodes)
 }
+
+/// An image ready to run: its CRI id, a name that points at it, its config blob and the
+/// snapshot (chain id) of its unpacked layers.
+pub struct RunnableImage {
+    pub id: String,
+    pub name: String,
+    pub config: Vec<u8>,
+    pub chain_id: String,
+}
+
+/// The image a CRI request names (name, id, unique id prefix or repo digest); None if absent.
+pub fn resolve_runnable(
+    store: &berth_store::Store,
+    wanted: &str,
+) -> Result<Option<RunnableImage>, Status> {
+    let images = cri_images(store)?;
+    let Some(i) = find(&images, wanted) else {
+        return Ok(None);
+    };
+    let Some((name, _)) = images[i].names.first().cloned() else {
+        return Ok(None);
+    };
+    let img = store.image_get(NAMESPACE, &name).status()?;
+    let (config_digest, _) = config_of(store, &img.target)?;
+    let config = read_json(store, &config_digest)?;
+    let parsed: berth_image::ImageConfig = serde_json::from_slice(&config)
+        .map_err(|e| Status::failed_precondition(format!("image {name}: config: {e}")))?;
+    let chain = berth_image::chain_id(&parsed.rootfs.diff_ids)
+        .ok_or_else(|| Status::failed_precondition(format!("image {name} has no layers")))?;
+    Ok(Some(RunnableImage {
+        id: images[i].id.clone(),
+        name,
+        config,
+        chain_id: chain.to_string(),
+    }))
+}

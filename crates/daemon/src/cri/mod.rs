@@ -1,18 +1,129 @@
-//! Kubernetes CRI v1 on berthd's socket. This first part serves the image service, `Version`,
-//! `Status` and the runtime config; pods and containers (issue 5) answer Unimplemented, clearly,
-//! until they exist. CRI objects live in containerd's `k8s.io` namespace, visible to `ctr -n k8s.io`.
+//! Kubernetes CRI v1 on berthd's socket: the image service, and the runtime service's pods
+//! (pause container, CNI network, pod files), containers (specs from berth-cri, CRI log files),
+//! ExecSync, stats and RuntimeClass handlers. CRI objects live in containerd's `k8s.io`
+//! namespace, visible to `ctr -n k8s.io`. Exec/attach/port-forward streaming is issue 6.
 
+pub mod container;
+pub mod exec;
+pub mod handlers;
 pub mod images;
+pub mod io;
+pub mod log;
+pub mod meta;
+pub mod persist;
+pub mod recover;
 pub mod runtime;
+pub mod sandbox;
+pub mod stats;
 
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::watch;
 use tonic::Status;
+
+use crate::config::CriConfig;
 
 /// containerd's namespace for everything the kubelet makes.
 pub const NAMESPACE: &str = "k8s.io";
 
-fn not_yet(rpc: &str) -> Status {
-    Status::unimplemented(format!(
-        "CRI {rpc} is not implemented in berth yet: only the image service, Version, Status and \
-         RuntimeConfig are served so far"
-    ))
+/// The CRI's state beside the daemon's: records, the CNI client, running log copiers.
+pub struct Cri {
+    pub config: CriConfig,
+    pub handlers: handlers::Handlers,
+    pub records: meta::Records,
+    pub cni: berth_cni::Cni,
+    /// `<state>/cri`: FIFOs, pod files, CNI cache, network namespaces.
+    pub state_dir: PathBuf,
+    /// Open log files of running containers (ReopenContainerLog swaps them).
+    logs: Mutex<HashMap<String, Arc<log::LogFile>>>,
+    /// Per container: tells its output copiers that the process has exited.
+    exits: Mutex<HashMap<String, watch::Sender<bool>>>,
+    /// One lifecycle operation at a time per pod or container.
+    locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    pub pod_cidr: Mutex<String>,
+}
+
+fn guard<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Cri {
+    pub fn new(config: CriConfig, state: &std::path::Path) -> Cri {
+        let state_dir = state.join("cri");
+        let cni = berth_cni::Cni::new(berth_cni::Config {
+            conf_dir: config.cni.conf_dir.clone(),
+            bin_dirs: config.cni.bin_dirs.clone(),
+            state_dir: state_dir.join("cni"),
+        });
+        Cri {
+            handlers: handlers::Handlers::from_config(&config),
+            config,
+            records: Default::default(),
+            cni,
+            state_dir,
+            logs: Default::default(),
+            exits: Default::default(),
+            locks: Default::default(),
+            pod_cidr: Default::default(),
+        }
+    }
+
+    /// Serialises lifecycle calls on one object (the kubelet may retry while one is running).
+    pub async fn lock(&self, id: &str) -> tokio::sync::OwnedMutexGuard<()> {
+        let m = guard(&self.locks)
+            .entry(id.to_string())
+            .or_default()
+            .clone();
+        m.lock_owned().await
+    }
+
+    pub fn forget_lock(&self, id: &str) {
+        guard(&self.locks).remove(id);
+    }
+
+    pub fn set_log(&self, id: &str, log: Arc<log::LogFile>) {
+        guard(&self.logs).insert(id.to_string(), log);
+    }
+
+    pub fn log(&self, id: &str) -> Option<Arc<log::LogFile>> {
+        guard(&self.logs).get(id).cloned()
+    }
+
+    pub fn forget_log(&self, id: &str) {
+        guard(&self.logs).remove(id);
+    }
+
+    /// A receiver that turns true when the container's process has exited.
+    pub fn exit_signal(&self, id: &str) -> watch::Receiver<bool> {
+        guard(&self.exits)
+            .entry(id.to_string())
+            .or_insert_with(|| watch::channel(false).0)
+            .subscribe()
+    }
+
+    pub fn signal_exit(&self, id: &str) {
+        if let Some(tx) = guard(&self.exits).remove(id) {
+            let _ = tx.send(true);
+        }
+    }
+
+    pub fn io_dir(&self, id: &str) -> PathBuf {
+        self.state_dir.join("io").join(id)
+    }
+
+    pub fn sandbox_dir(&self, id: &str) -> PathBuf {
+        self.state_dir.join("sandboxes").join(id)
+    }
+}
+
+/// A request field that must be present.
+pub fn required<T>(v: Option<T>, what: &str) -> Result<T, Status> {
+    v.ok_or_else(|| Status::invalid_argument(format!("{what} is required")))
+}
+
+/// Whether an error only says the thing is already gone (teardown steps are idempotent).
+pub fn is_not_found(s: &Status) -> bool {
+    s.code() == tonic::Code::NotFound
 }

@@ -2,7 +2,6 @@ use k8s_cri::v1::runtime_service_server::RuntimeService;
 use k8s_cri::v1::*;
 use tonic::{Request, Response, Status};
 
-use super::not_yet;
 use crate::services::Service;
 
 /// The CRI API version berth speaks.
@@ -24,7 +23,7 @@ impl RuntimeService for Service {
 
     async fn status(
         &self,
-        _req: Request<StatusRequest>,
+        req: Request<StatusRequest>,
     ) -> Result<Response<StatusResponse>, Status> {
         let condition = |kind: &str, ok: bool, reason: &str, message: &str| RuntimeCondition {
             r#type: kind.into(),
@@ -32,19 +31,44 @@ impl RuntimeService for Service {
             reason: reason.into(),
             message: message.into(),
         };
+        let network = match self.cri.cni.status() {
+            Ok(()) => condition("NetworkReady", true, "", ""),
+            Err(e) => condition(
+                "NetworkReady",
+                false,
+                "NetworkPluginNotReady",
+                &format!("cni: {e}"),
+            ),
+        };
+        let mut info = std::collections::HashMap::new();
+        if req.into_inner().verbose {
+            let handlers: Vec<_> = self
+                .cri
+                .handlers
+                .summary()
+                .into_iter()
+                .map(|(name, ok)| serde_json::json!({"name": name, "available": ok}))
+                .collect();
+            info.insert(
+                "config".to_string(),
+                serde_json::json!({
+                    "sandboxImage": self.cri.config.sandbox_image,
+                    "defaultRuntime": self.cri.config.default_runtime,
+                    "runtimeHandlers": handlers,
+                    "cni": {
+                        "confDir": self.cri.config.cni.conf_dir,
+                        "binDirs": self.cri.config.cni.bin_dirs,
+                    },
+                    "podCIDR": *self.cri.pod_cidr.lock().unwrap_or_else(|e| e.into_inner()),
+                })
+                .to_string(),
+            );
+        }
         Ok(Response::new(StatusResponse {
             status: Some(RuntimeStatus {
-                conditions: vec![
-                    condition("RuntimeReady", true, "", ""),
-                    condition(
-                        "NetworkReady",
-                        false,
-                        "NetworkPluginNotReady",
-                        "berth does not set up pod networks (CNI) yet",
-                    ),
-                ],
+                conditions: vec![condition("RuntimeReady", true, "", ""), network],
             }),
-            info: Default::default(),
+            info,
             ..Default::default()
         }))
     }
@@ -62,9 +86,17 @@ impl RuntimeService for Service {
 
     async fn update_runtime_config(
         &self,
-        _req: Request<UpdateRuntimeConfigRequest>,
+        req: Request<UpdateRuntimeConfigRequest>,
     ) -> Result<Response<UpdateRuntimeConfigResponse>, Status> {
-        // The pod CIDR matters to CNI, which is not there yet; accepting it changes nothing.
+        // Kept and reported; berth's CNI configs carry their own ranges (no config templating).
+        if let Some(cidr) = req
+            .into_inner()
+            .runtime_config
+            .and_then(|c| c.network_config)
+            .map(|n| n.pod_cidr)
+        {
+            *self.cri.pod_cidr.lock().unwrap_or_else(|e| e.into_inner()) = cidr;
+        }
         Ok(Response::new(UpdateRuntimeConfigResponse {}))
     }
 
@@ -76,148 +108,235 @@ impl RuntimeService for Service {
         &self,
         _req: Request<GetEventsRequest>,
     ) -> Result<Response<Self::GetContainerEventsStream>, Status> {
-        Err(not_yet("GetContainerEvents"))
+        Err(Status::unimplemented(
+            "CRI GetContainerEvents (evented PLEG) is not implemented in berth: the kubelet \
+             falls back to relisting",
+        ))
     }
 
     async fn run_pod_sandbox(
         &self,
-        _req: Request<RunPodSandboxRequest>,
+        req: Request<RunPodSandboxRequest>,
     ) -> Result<Response<RunPodSandboxResponse>, Status> {
-        Err(not_yet("run_pod_sandbox"))
+        let pod_sandbox_id = self.cri_run_pod(req.into_inner()).await?;
+        Ok(Response::new(RunPodSandboxResponse { pod_sandbox_id }))
     }
     async fn stop_pod_sandbox(
         &self,
-        _req: Request<StopPodSandboxRequest>,
+        req: Request<StopPodSandboxRequest>,
     ) -> Result<Response<StopPodSandboxResponse>, Status> {
-        Err(not_yet("stop_pod_sandbox"))
+        self.cri_stop_pod(&req.into_inner().pod_sandbox_id).await?;
+        Ok(Response::new(StopPodSandboxResponse {}))
     }
     async fn remove_pod_sandbox(
         &self,
-        _req: Request<RemovePodSandboxRequest>,
+        req: Request<RemovePodSandboxRequest>,
     ) -> Result<Response<RemovePodSandboxResponse>, Status> {
-        Err(not_yet("remove_pod_sandbox"))
+        self.cri_remove_pod(&req.into_inner().pod_sandbox_id)
+            .await?;
+        Ok(Response::new(RemovePodSandboxResponse {}))
     }
     async fn pod_sandbox_status(
         &self,
-        _req: Request<PodSandboxStatusRequest>,
+        req: Request<PodSandboxStatusRequest>,
     ) -> Result<Response<PodSandboxStatusResponse>, Status> {
-        Err(not_yet("pod_sandbox_status"))
+        let req = req.into_inner();
+        let meta = self
+            .cri
+            .records
+            .sandbox(&req.pod_sandbox_id)
+            .ok_or_else(|| {
+                Status::not_found(format!("pod sandbox {:?} not found", req.pod_sandbox_id))
+            })?;
+        Ok(Response::new(self.pod_status(&meta, req.verbose)))
     }
     async fn list_pod_sandbox(
         &self,
-        _req: Request<ListPodSandboxRequest>,
+        req: Request<ListPodSandboxRequest>,
     ) -> Result<Response<ListPodSandboxResponse>, Status> {
-        Err(not_yet("list_pod_sandbox"))
+        Ok(Response::new(ListPodSandboxResponse {
+            items: self.list_pods(req.into_inner().filter),
+        }))
     }
     async fn create_container(
         &self,
-        _req: Request<CreateContainerRequest>,
+        req: Request<CreateContainerRequest>,
     ) -> Result<Response<CreateContainerResponse>, Status> {
-        Err(not_yet("create_container"))
+        let container_id = self.cri_create_container(req.into_inner()).await?;
+        Ok(Response::new(CreateContainerResponse { container_id }))
     }
     async fn start_container(
         &self,
-        _req: Request<StartContainerRequest>,
+        req: Request<StartContainerRequest>,
     ) -> Result<Response<StartContainerResponse>, Status> {
-        Err(not_yet("start_container"))
+        self.cri_start_container(&req.into_inner().container_id)
+            .await?;
+        Ok(Response::new(StartContainerResponse {}))
     }
     async fn stop_container(
         &self,
-        _req: Request<StopContainerRequest>,
+        req: Request<StopContainerRequest>,
     ) -> Result<Response<StopContainerResponse>, Status> {
-        Err(not_yet("stop_container"))
+        let req = req.into_inner();
+        self.cri_stop_container(&req.container_id, req.timeout)
+            .await?;
+        Ok(Response::new(StopContainerResponse {}))
     }
     async fn remove_container(
         &self,
-        _req: Request<RemoveContainerRequest>,
+        req: Request<RemoveContainerRequest>,
     ) -> Result<Response<RemoveContainerResponse>, Status> {
-        Err(not_yet("remove_container"))
+        self.cri_remove_container(&req.into_inner().container_id)
+            .await?;
+        Ok(Response::new(RemoveContainerResponse {}))
     }
     async fn list_containers(
         &self,
-        _req: Request<ListContainersRequest>,
+        req: Request<ListContainersRequest>,
     ) -> Result<Response<ListContainersResponse>, Status> {
-        Err(not_yet("list_containers"))
+        Ok(Response::new(ListContainersResponse {
+            containers: self.list_containers(req.into_inner().filter),
+        }))
     }
     async fn container_status(
         &self,
-        _req: Request<ContainerStatusRequest>,
+        req: Request<ContainerStatusRequest>,
     ) -> Result<Response<ContainerStatusResponse>, Status> {
-        Err(not_yet("container_status"))
+        let req = req.into_inner();
+        let meta = self
+            .cri
+            .records
+            .container(&req.container_id)
+            .ok_or_else(|| {
+                Status::not_found(format!("container {:?} not found", req.container_id))
+            })?;
+        Ok(Response::new(self.container_status(&meta, req.verbose)))
     }
     async fn update_container_resources(
         &self,
-        _req: Request<UpdateContainerResourcesRequest>,
+        req: Request<UpdateContainerResourcesRequest>,
     ) -> Result<Response<UpdateContainerResourcesResponse>, Status> {
-        Err(not_yet("update_container_resources"))
+        let req = req.into_inner();
+        self.cri_update_resources(&req.container_id, req.linux)
+            .await?;
+        Ok(Response::new(UpdateContainerResourcesResponse {}))
     }
     async fn reopen_container_log(
         &self,
-        _req: Request<ReopenContainerLogRequest>,
+        req: Request<ReopenContainerLogRequest>,
     ) -> Result<Response<ReopenContainerLogResponse>, Status> {
-        Err(not_yet("reopen_container_log"))
+        self.cri_reopen_log(&req.into_inner().container_id).await?;
+        Ok(Response::new(ReopenContainerLogResponse {}))
     }
     async fn exec_sync(
         &self,
-        _req: Request<ExecSyncRequest>,
+        req: Request<ExecSyncRequest>,
     ) -> Result<Response<ExecSyncResponse>, Status> {
-        Err(not_yet("exec_sync"))
+        Ok(Response::new(self.cri_exec_sync(req.into_inner()).await?))
     }
     async fn exec(&self, _req: Request<ExecRequest>) -> Result<Response<ExecResponse>, Status> {
-        Err(not_yet("exec"))
+        Err(streaming_not_yet("Exec"))
     }
     async fn attach(
         &self,
         _req: Request<AttachRequest>,
     ) -> Result<Response<AttachResponse>, Status> {
-        Err(not_yet("attach"))
+        Err(streaming_not_yet("Attach"))
     }
     async fn port_forward(
         &self,
         _req: Request<PortForwardRequest>,
     ) -> Result<Response<PortForwardResponse>, Status> {
-        Err(not_yet("port_forward"))
+        Err(streaming_not_yet("PortForward"))
     }
     async fn container_stats(
         &self,
-        _req: Request<ContainerStatsRequest>,
+        req: Request<ContainerStatsRequest>,
     ) -> Result<Response<ContainerStatsResponse>, Status> {
-        Err(not_yet("container_stats"))
+        let id = req.into_inner().container_id;
+        let meta = self
+            .cri
+            .records
+            .container(&id)
+            .ok_or_else(|| Status::not_found(format!("container {id:?} not found")))?;
+        let (stats, _) = self.cri_container_stats(&meta).await;
+        Ok(Response::new(ContainerStatsResponse { stats: Some(stats) }))
     }
     async fn list_container_stats(
         &self,
-        _req: Request<ListContainerStatsRequest>,
+        req: Request<ListContainerStatsRequest>,
     ) -> Result<Response<ListContainerStatsResponse>, Status> {
-        Err(not_yet("list_container_stats"))
+        let f = req.into_inner().filter.unwrap_or_default();
+        let list: Vec<_> = self
+            .cri
+            .records
+            .containers()
+            .into_iter()
+            .filter(|m| f.id.is_empty() || m.id.starts_with(&f.id))
+            .filter(|m| f.pod_sandbox_id.is_empty() || m.sandbox_id.starts_with(&f.pod_sandbox_id))
+            .filter(|m| super::sandbox::labels_match(&m.config.labels, &f.label_selector))
+            .collect();
+        Ok(Response::new(ListContainerStatsResponse {
+            stats: self.cri_list_container_stats(list).await,
+        }))
     }
     async fn pod_sandbox_stats(
         &self,
-        _req: Request<PodSandboxStatsRequest>,
+        req: Request<PodSandboxStatsRequest>,
     ) -> Result<Response<PodSandboxStatsResponse>, Status> {
-        Err(not_yet("pod_sandbox_stats"))
+        let id = req.into_inner().pod_sandbox_id;
+        let meta = self
+            .cri
+            .records
+            .sandbox(&id)
+            .ok_or_else(|| Status::not_found(format!("pod sandbox {id:?} not found")))?;
+        Ok(Response::new(PodSandboxStatsResponse {
+            stats: Some(self.cri_pod_stats(&meta).await?),
+        }))
     }
     async fn list_pod_sandbox_stats(
         &self,
-        _req: Request<ListPodSandboxStatsRequest>,
+        req: Request<ListPodSandboxStatsRequest>,
     ) -> Result<Response<ListPodSandboxStatsResponse>, Status> {
-        Err(not_yet("list_pod_sandbox_stats"))
+        let f = req.into_inner().filter.unwrap_or_default();
+        let mut stats = Vec::new();
+        for m in self.cri.records.sandboxes() {
+            if (f.id.is_empty() || m.id.starts_with(&f.id))
+                && super::sandbox::labels_match(&m.config.labels, &f.label_selector)
+            {
+                stats.push(self.cri_pod_stats(&m).await?);
+            }
+        }
+        Ok(Response::new(ListPodSandboxStatsResponse { stats }))
     }
     async fn checkpoint_container(
         &self,
         _req: Request<CheckpointContainerRequest>,
     ) -> Result<Response<CheckpointContainerResponse>, Status> {
-        Err(not_yet("checkpoint_container"))
+        Err(Status::unimplemented(
+            "CRI checkpoint_container is not implemented in berth",
+        ))
     }
     async fn list_metric_descriptors(
         &self,
         _req: Request<ListMetricDescriptorsRequest>,
     ) -> Result<Response<ListMetricDescriptorsResponse>, Status> {
-        Err(not_yet("list_metric_descriptors"))
+        Err(Status::unimplemented(
+            "CRI list_metric_descriptors is not implemented in berth",
+        ))
     }
     async fn list_pod_sandbox_metrics(
         &self,
         _req: Request<ListPodSandboxMetricsRequest>,
     ) -> Result<Response<ListPodSandboxMetricsResponse>, Status> {
-        Err(not_yet("list_pod_sandbox_metrics"))
+        Err(Status::unimplemented(
+            "CRI list_pod_sandbox_metrics is not implemented in berth",
+        ))
     }
+}
+
+fn streaming_not_yet(rpc: &str) -> Status {
+    Status::unimplemented(format!(
+        "CRI {rpc} needs the streaming server, which berth does not serve yet (issue 6)"
+    ))
 }
