@@ -363,9 +363,25 @@ impl Inner {
         }));
     }
 
-    /// Asks a shim whose task is deleted to exit, and makes sure it does.
+    /// Whether another live task is served by the same shim process (one shim per pod).
+    fn shim_shared(&self, task: &Task) -> bool {
+        task.shim_pid != 0
+            && self.tasks.lock().is_ok_and(|t| {
+                t.values().any(|o| {
+                    o.shim_pid == task.shim_pid
+                        && (o.ns != task.ns || o.id != task.id)
+                        && !o.deleting.load(Ordering::SeqCst)
+                })
+            })
+    }
+
+    /// Asks a shim whose task is deleted to exit, and makes sure it does — unless it still
+    /// serves other tasks of its pod, in which case the last one's delete ends it.
     async fn shutdown_shim(&self, task: &Task, id: &str) {
         task.deleting.store(true, Ordering::SeqCst);
+        if self.shim_shared(task) {
+            return;
+        }
         if let Some(c) = &task.client {
             let req = api::ShutdownRequest {
                 id: id.to_string(),

@@ -254,11 +254,11 @@ impl Service {
             )));
         }
         match self.start_task(&meta, &sandbox).await {
-            Ok(pid) => {
+            Ok((pid, started_at)) => {
                 let started = self.cri.records.update_container(&meta.id, |m| {
                     m.state = ContainerState::Running;
                     m.pid = pid;
-                    m.started_at = now_nanos();
+                    m.started_at = started_at;
                 });
                 if let Some(m) = started {
                     self.cri_save_meta(&m.id, m.to_blob()).await?;
@@ -289,7 +289,7 @@ impl Service {
         &self,
         meta: &ContainerMeta,
         sandbox: &super::meta::SandboxMeta,
-    ) -> Result<u32, Status> {
+    ) -> Result<(u32, i64), Status> {
         let tty = meta.config.tty;
         let fifos = Fifos::at(self.cri.io_dir(&meta.id), tty);
         self.attach_log(meta, &fifos).await?;
@@ -313,7 +313,10 @@ impl Service {
             )
             .await
             .status()?;
-        self.tasks.start(NAMESPACE, &meta.id, "").await.status()
+        // Taken before the start: a process that exits at once must not finish before it began.
+        let started_at = now_nanos();
+        let pid = self.tasks.start(NAMESPACE, &meta.id, "").await.status()?;
+        Ok((pid, started_at))
     }
 
     /// Opens the container's FIFOs and copies what arrives into its CRI log file (or drops it
@@ -388,7 +391,7 @@ impl Service {
             if m.state == ContainerState::Running {
                 m.state = ContainerState::Exited;
                 m.exit_code = code;
-                m.finished_at = finished;
+                m.finished_at = finished.max(m.started_at);
                 if m.reason.is_empty() {
                     m.reason = if code == 0 { "Completed" } else { "Error" }.into();
                 }
@@ -441,7 +444,7 @@ impl Service {
                 return Ok(());
             }
         }
-        match self.tasks.kill(NAMESPACE, &id, "", 9, true).await {
+        match self.tasks.kill(NAMESPACE, &id, "", 9, false).await {
             Ok(()) => {}
             Err(e) if e.kind() == berth_runtime::ErrorKind::NotFound => {
                 self.record_exit(&id, 137, std::time::SystemTime::now())

@@ -407,7 +407,7 @@ impl Service {
 
     /// SIGKILL, wait, delete; a task that is gone already is fine.
     pub async fn kill_and_delete_task(&self, id: &str) -> Result<(), Status> {
-        match self.tasks.kill(NAMESPACE, id, "", 9, true).await {
+        match self.tasks.kill(NAMESPACE, id, "", 9, false).await {
             Ok(()) => {
                 let _ = tokio::time::timeout(
                     std::time::Duration::from_secs(10),
@@ -417,7 +417,7 @@ impl Service {
             }
             Err(e) if e.kind() == berth_runtime::ErrorKind::NotFound => return Ok(()),
             // Already stopped (kill of a dead process) or unreachable: delete decides.
-            Err(_) => {}
+            Err(e) => tracing::debug!(id = %id, error = %e, "SIGKILL before delete"),
         }
         match self.tasks.delete(NAMESPACE, id).await {
             Ok(_) => Ok(()),
