@@ -45,11 +45,12 @@ fn version_and_status() {
     let net = cond("NetworkReady");
     assert!(!net.status);
     assert!(!net.reason.is_empty() && !net.message.is_empty(), "{net:?}");
-    // Pods are not there yet, and say so with the right code.
+    // A pod without its config is refused with the right code, naming what is missing.
     let err = rt
         .block_on(runtime_svc.run_pod_sandbox(RunPodSandboxRequest::default()))
-        .expect_err("pods are not implemented yet");
-    assert_eq!(err.code(), Code::Unimplemented);
+        .expect_err("no config");
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(err.message().contains("config"), "{}", err.message());
 }
 
 #[test]

@@ -208,10 +208,18 @@ impl Bundle {
     /// Unmounts whatever is stacked on `rootfs/` and removes the bundle. Idempotent.
     pub fn remove(&self) -> Result<()> {
         unmount_all(&self.rootfs());
-        match fs::remove_dir_all(&self.path) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(Error::io(format!("remove {}", self.path.display()), e)),
+        let mut attempt = 0;
+        loop {
+            match fs::remove_dir_all(&self.path) {
+                Ok(()) => return Ok(()),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+                // A late runtime call (a kill racing the exit) can still drop its log file in.
+                Err(e) if e.kind() == std::io::ErrorKind::DirectoryNotEmpty && attempt < 5 => {
+                    attempt += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                Err(e) => return Err(Error::io(format!("remove {}", self.path.display()), e)),
+            }
         }
     }
 }

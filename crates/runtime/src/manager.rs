@@ -45,6 +45,8 @@ pub(crate) struct Task {
     dead: watch::Sender<Option<Exit>>,
     /// Set before we ask the shim to exit, so its death is not mistaken for a crash.
     deleting: AtomicBool,
+    /// Serialises deletes of this task (the CRI's exit watcher and a StopPodSandbox may race).
+    delete_lock: Mutex<()>,
     background: StdMutex<Vec<JoinHandle<()>>>,
 }
 
@@ -523,6 +525,7 @@ impl TaskManager {
                     shim_pid,
                     dead,
                     deleting: AtomicBool::new(false),
+                    delete_lock: Mutex::new(()),
                     background: StdMutex::new(log.into_iter().collect()),
                 });
                 self.inner.insert(task.clone())?;
@@ -545,6 +548,7 @@ impl TaskManager {
                     shim_pid,
                     dead,
                     deleting: AtomicBool::new(true),
+                    delete_lock: Mutex::new(()),
                     background: StdMutex::new(log.into_iter().collect()),
                 };
                 let err = task.with_runtime_log(err);
@@ -645,6 +649,9 @@ impl TaskManager {
     #[tracing::instrument(skip(self))]
     pub async fn delete(&self, ns: &str, id: &str) -> Result<Exit> {
         let task = self.inner.get(ns, id)?;
+        let _one_at_a_time = task.delete_lock.lock().await;
+        // A concurrent delete got there first.
+        let task = self.inner.get(ns, id)?;
         let exit = if let Some(exit) = task.dead_exit() {
             exit
         } else {
@@ -681,7 +688,11 @@ impl TaskManager {
         })
         .await;
         let b = task.bundle.clone();
-        blocking(move || b.remove()).await?;
+        // The shim has deleted the task: a bundle dir that will not go is a leak to report, not
+        // a reason to keep a task whose shim may be gone.
+        if let Err(e) = blocking(move || b.remove()).await {
+            tracing::warn!(namespace = ns, id, error = %e, "remove bundle");
+        }
         self.inner.remove(ns, id);
         Ok(exit)
     }
@@ -1031,6 +1042,7 @@ impl TaskManager {
             shim_pid,
             dead: watch::channel(dead).0,
             deleting: AtomicBool::new(false),
+            delete_lock: Mutex::new(()),
             background: StdMutex::new(Vec::new()),
         };
         // Died while we were running, not yet deleted: keep it STOPPED.

@@ -476,8 +476,8 @@ impl Service {
         let _lock = self.cri.lock(&meta.id).await;
         self.kill_and_delete_task(&meta.id).await?;
         self.cri.signal_exit(&meta.id);
-        self.cri_delete_record(&meta.id).await?;
         self.cri_remove_rootfs(&meta.id).await?;
+        self.cri_delete_record(&meta.id).await?;
         self.cri.records.remove_container(&meta.id);
         self.cri.forget_lock(&meta.id);
         Ok(())

@@ -429,8 +429,9 @@ impl Service {
     /// Everything a pod holds, released (run failure undo and RemovePodSandbox).
     async fn destroy_pod(&self, meta: &SandboxMeta) -> Result<(), Status> {
         self.stop_pod_resources(meta).await?;
-        self.cri_delete_record(&meta.id).await?;
+        // Snapshot first: the collector must not race us for it once the record is gone.
         self.cri_remove_rootfs(&meta.id).await?;
+        self.cri_delete_record(&meta.id).await?;
         let dir = meta.dir.clone();
         blocking(move || match std::fs::remove_dir_all(&dir) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
