@@ -261,6 +261,9 @@ pub struct Footprint {
     pub mounts: BTreeSet<PathBuf>,
     /// cgroups below the pod level of this test's cgroup parent (sandboxes' and containers').
     pub cgroups: BTreeSet<PathBuf>,
+    /// iptables rules added since the start that name this test's network, subnet or pod and
+    /// container ids (portmap's DNAT rules carry the sandbox id).
+    pub iptables: BTreeSet<String>,
 }
 
 impl Footprint {
@@ -663,7 +666,23 @@ impl CriEnv {
                 fp.cgroups.extend(subdirs(&pod));
             }
         }
+        let needles = self.needles();
+        fp.iptables = iptables_rules()
+            .into_iter()
+            .filter(|r| !self.iptables_before.contains(r) && needles.iter().any(|n| r.contains(n)))
+            .collect();
         fp
+    }
+
+    /// Strings that only this test's iptables rules contain.
+    fn needles(&self) -> Vec<String> {
+        let mut needles = vec![
+            self.net_name.clone(),
+            self.subnet.clone(),
+            self.bridge.clone(),
+        ];
+        needles.extend(self.tracked_ids());
+        needles
     }
 
     /// Interfaces enslaved to this test's bridge.
@@ -966,6 +985,7 @@ pub fn stream_text(lines: &[LogLine], stream: &str) -> String {
 impl Drop for CriEnv {
     fn drop(&mut self) {
         let ids = self.tracked_ids();
+        let needles = self.needles();
         // berthd first: it kills its shims (and with them the containers) and unmounts its dirs.
         let berthd_dir = self.d.as_ref().map(|d| d.dir.path().to_path_buf());
         drop(self.d.take());
@@ -995,12 +1015,6 @@ impl Drop for CriEnv {
 
         // iptables: rules added since the start that mention this test's network or ids, then
         // the per-pod chains those rules jumped to.
-        let mut needles = vec![
-            self.net_name.clone(),
-            self.subnet.clone(),
-            self.bridge.clone(),
-        ];
-        needles.extend(ids);
         let mut chains = Vec::new();
         for rule in iptables_rules() {
             if self.iptables_before.contains(&rule) || !needles.iter().any(|n| rule.contains(n)) {

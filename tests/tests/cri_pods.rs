@@ -75,6 +75,10 @@ fn pod_serves_http_on_its_ip_and_host_port_then_leaves_nothing() {
     assert_eq!(fp.veths.len(), 1, "one veth on {}: {fp:#?}", env.bridge);
     assert_eq!(fp.ip_files, BTreeSet::from([env.ip_file(&ip)]), "{fp:#?}");
     assert!(
+        fp.iptables.iter().any(|r| r.contains(&pod_id)),
+        "no iptables rule names the pod (portmap DNAT): {fp:#?}"
+    );
+    assert!(
         !fp.cgroups.is_empty(),
         "no cgroups under the pod's cgroup_parent /{}/pod...: {fp:#?}",
         env.cgroup_root
