@@ -68,6 +68,12 @@ pub struct CniConfig {
 pub struct RuntimeConfig {
     pub runtime_type: String,
     pub options: BTreeMap<String, toml::Value>,
+    /// Pod annotations passed into the pause container's OCI spec (glob patterns, `*` wildcard),
+    /// as containerd's `pod_annotations`; others stay CRI metadata only.
+    pub pod_annotations: Vec<String>,
+    /// Container annotations passed into the container's OCI spec (containerd's
+    /// `container_annotations`).
+    pub container_annotations: Vec<String>,
 }
 
 impl Default for Config {
@@ -100,6 +106,7 @@ impl Default for CriConfig {
         let runtime = |binary: &str| RuntimeConfig {
             runtime_type: "io.containerd.berth.v2".into(),
             options: BTreeMap::from([("binary_name".into(), toml::Value::from(binary))]),
+            ..Default::default()
         };
         CriConfig {
             enabled: true,

@@ -173,8 +173,12 @@ impl Service {
         let (_, _, ipc) = namespace_mode(&sandbox.config);
         let files = pod_files(&sandbox.dir, ipc != k8s_cri::v1::NamespaceMode::Node);
         let needs_rootfs = needs_rootfs_for_user(&meta.config, &image_cfg.user);
+        let handler = self.cri.handlers.get(&sandbox.runtime_handler)?.clone();
+        let mut spec_meta = meta.clone();
+        spec_meta.config.annotations =
+            super::handlers::allowed(&handler.container_annotations, &meta.config.annotations);
         let input = (
-            meta.clone(),
+            spec_meta,
             sandbox.clone(),
             image.name.clone(),
             image_cfg.clone(),
@@ -210,7 +214,6 @@ impl Service {
                 .map_err(|e| Status::internal(format!("container spec: {e}")))
         })
         .await?;
-        let handler = self.cri.handlers.get(&sandbox.runtime_handler)?;
         let mut labels = meta.config.labels.clone();
         labels.insert("io.kubernetes.cri.sandbox-id".into(), sandbox.id.clone());
         self.cri_create_record(NewRecord {

@@ -30,6 +30,35 @@ pub struct Handler {
     pub options: Option<prost_types::Any>,
     /// Set when the handler's runtime binary is not installed: the reason it cannot run pods.
     pub unavailable: Option<String>,
+    pub pod_annotations: Vec<String>,
+    pub container_annotations: Vec<String>,
+}
+
+/// `*` matches any run of characters; everything else matches itself.
+fn glob(pattern: &str, text: &str) -> bool {
+    match pattern.split_once('*') {
+        None => pattern == text,
+        Some((head, rest)) => {
+            let Some(tail) = text.strip_prefix(head) else {
+                return false;
+            };
+            (0..=tail.len())
+                .filter(|&i| tail.is_char_boundary(i))
+                .any(|i| glob(rest, &tail[i..]))
+        }
+    }
+}
+
+/// The annotations a handler lets through into an OCI spec.
+pub fn allowed(
+    patterns: &[String],
+    annotations: &std::collections::HashMap<String, String>,
+) -> std::collections::HashMap<String, String> {
+    annotations
+        .iter()
+        .filter(|(k, _)| patterns.iter().any(|p| glob(p, k)))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
 }
 
 pub struct Handlers {
@@ -79,6 +108,8 @@ impl Handlers {
                     runtime_type: rt.runtime_type.clone(),
                     options,
                     unavailable,
+                    pod_annotations: rt.pod_annotations.clone(),
+                    container_annotations: rt.container_annotations.clone(),
                 },
             );
         }
@@ -123,6 +154,28 @@ mod tests {
     use super::*;
 
     #[test]
+    fn only_allowed_annotations_pass() {
+        let a: std::collections::HashMap<String, String> = [
+            ("io.katacontainers.config.hypervisor.x", "1"),
+            ("example.com/keep", "2"),
+            ("example.com/drop", "3"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        let kept = allowed(
+            &["io.katacontainers.*".into(), "example.com/keep".into()],
+            &a,
+        );
+        assert_eq!(kept.len(), 2);
+        assert!(!kept.contains_key("example.com/drop"));
+        assert!(allowed(&[], &a).is_empty());
+        assert!(glob("*", "anything"));
+        assert!(glob("a*c*e", "abcde"));
+        assert!(!glob("a*c", "abd"));
+    }
+
+    #[test]
     fn default_unknown_and_missing_binaries() {
         let mut cfg = CriConfig::default();
         cfg.runtimes.insert(
@@ -134,6 +187,7 @@ mod tests {
                     toml::Value::from("no-such-runtime-xyz"),
                 )]
                 .into(),
+                ..Default::default()
             },
         );
         let h = Handlers::from_config(&cfg);

@@ -27,6 +27,7 @@ impl Service {
                     self.cri.records.put_sandbox(s);
                     if running {
                         self.watch_sandbox(&id);
+                        self.check_pod_network(&id).await;
                     } else if was_ready {
                         if let Some(m) = self
                             .cri
@@ -82,6 +83,22 @@ impl Service {
             containers = self.cri.records.containers().len(),
             "CRI state recovered"
         );
+    }
+
+    /// CNI CHECK of a pod found running (where the config's version has CHECK): a network that
+    /// drifted while berthd was down is reported, not repaired (the kubelet decides).
+    async fn check_pod_network(&self, id: &str) {
+        let Some(meta) = self.cri.records.sandbox(id) else {
+            return;
+        };
+        if meta.netns.is_none() {
+            return;
+        }
+        if let Ok(net) = self.pod_network(&meta) {
+            if let Err(e) = self.cri.cni.check(&net).await {
+                tracing::warn!(pod = %meta.name, id = %id, error = %e, "CNI CHECK after restart");
+            }
+        }
     }
 
     async fn task_running(&self, id: &str) -> bool {

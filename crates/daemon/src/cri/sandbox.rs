@@ -246,9 +246,13 @@ impl Service {
         }
         let image_cfg = berth_spec::ImageRuntimeConfig::from_image_config(&image.config)
             .map_err(|e| Status::failed_precondition(format!("sandbox image config: {e}")))?;
+        // Only the handler's allowed annotations reach the runtime (a sandbox runtime reads them).
+        let mut spec_cfg = meta.config.clone();
+        spec_cfg.annotations =
+            super::handlers::allowed(&handler.pod_annotations, &spec_cfg.annotations);
         let spec = berth_cri::sandbox_spec(&berth_cri::SandboxSpec {
             id: &id,
-            config: &meta.config,
+            config: &spec_cfg,
             image: &image_cfg,
             rootfs: None,
             netns: meta.netns.as_deref(),
