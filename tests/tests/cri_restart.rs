@@ -105,3 +105,64 @@ fn pods_survive_a_daemon_crash() {
     }
     env.assert_no_footprint("after removing the pods");
 }
+
+/// A pod in which one container has already exited (its task deleted) while others run, and a
+/// container created after that: all of them are still known correctly after a crash.
+#[test]
+fn pod_with_an_exited_container_survives_a_daemon_crash() {
+    let mut env = CriEnv::start();
+    let pod = env.pod_config("mixed");
+    let pod_id = env.run_pod(&pod);
+    let sleep = ["sleep", "3600"];
+    let first = env.run_container(
+        &pod_id,
+        &pod,
+        &env.container_config(&pod, "first", "busybox", &sleep),
+    );
+    let done = env.run_container(
+        &pod_id,
+        &pod,
+        &env.container_config(&pod, "done", "busybox", &["true"]),
+    );
+    env.wait_exited(&done);
+    let later = env.run_container(
+        &pod_id,
+        &pod,
+        &env.container_config(&pod, "later", "busybox", &sleep),
+    );
+    let before: Vec<_> = [&first, &done, &later]
+        .iter()
+        .map(|c| env.container_status(c))
+        .collect();
+    assert_eq!(
+        before.iter().map(|s| s.state).collect::<Vec<_>>(),
+        [
+            ContainerState::ContainerRunning as i32,
+            ContainerState::ContainerExited as i32,
+            ContainerState::ContainerRunning as i32
+        ],
+        "{before:#?}"
+    );
+
+    env.daemon_mut().kill9();
+    env.daemon_mut().spawn();
+    env.reconnect();
+
+    for (id, was) in [&first, &done, &later].iter().zip(&before) {
+        let st = env.container_status(id);
+        assert_eq!(
+            (st.state, st.exit_code, &st.reason, st.started_at),
+            (was.state, was.exit_code, &was.reason, was.started_at),
+            "ContainerStatus {id} after restart: {st:#?}"
+        );
+    }
+    for id in [&first, &later] {
+        let r = env
+            .block_on(env.cri.clone().exec_sync(id, &["true"], 10))
+            .unwrap_or_else(|e| panic!("ExecSync in running container {id} after restart: {e:?}"));
+        assert_eq!(r.exit_code, 0);
+    }
+    env.stop_pod(&pod_id);
+    env.remove_pod(&pod_id);
+    env.assert_no_footprint("after removing the pod");
+}
