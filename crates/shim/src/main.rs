@@ -3,6 +3,7 @@
 //! dead shim), or with `-socket` as the long-running ttrpc task server.
 
 mod cleanup;
+mod cpuacct;
 mod error;
 mod events;
 mod mount;

@@ -721,7 +721,11 @@ impl Service {
         let any = if cg.v2() {
             convert_to_any(Box::new(containerd_shim::cgroup::collect_metrics_v2(&cg)?))?
         } else {
-            convert_to_any(Box::new(containerd_shim::cgroup::collect_metrics(&cg)?))?
+            {
+                let mut m = containerd_shim::cgroup::collect_metrics(&cg)?;
+                crate::cpuacct::fill(&mut m, pid as u32);
+                convert_to_any(Box::new(m))?
+            }
         };
         Ok(api::StatsResponse {
             stats: MessageField::some(any),
