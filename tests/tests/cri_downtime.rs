@@ -12,12 +12,8 @@ fn exits_and_output_during_downtime_are_kept() {
     let mut env = CriEnv::start();
     let pod = env.pod_config("downtime");
     let pod_id = env.run_pod(&pod);
-    let quitter = env.container_config(
-        &pod,
-        "quitter",
-        "busybox",
-        &["sh", "-c", "sleep 2; exit 4"],
-    );
+    let quitter =
+        env.container_config(&pod, "quitter", "busybox", &["sh", "-c", "sleep 2; exit 4"]);
     let quitter_id = env.run_container(&pod_id, &pod, &quitter);
     let talker = env.container_config(
         &pod,
@@ -44,7 +40,10 @@ fn exits_and_output_during_downtime_are_kept() {
     let st = env.wait_exited(&quitter_id);
     assert_eq!(st.exit_code, 4, "{st:?}");
     assert_eq!(st.reason, "Error");
-    assert!(st.finished_at >= st.started_at && st.finished_at > 0, "{st:?}");
+    assert!(
+        st.finished_at >= st.started_at && st.finished_at > 0,
+        "{st:?}"
+    );
     let talker_st = env.container_status(&talker_id);
     assert_eq!(talker_st.state, ContainerState::ContainerRunning as i32);
 
