@@ -1,6 +1,7 @@
 //! Resources and stats through the CRI: a memory limit at create and a new one from
 //! UpdateContainerResources reach the container's cgroup; ContainerStats, ListContainerStats and
-//! PodSandboxStats report cgroup usage, the writable layer and the pod's network counters.
+//! PodSandboxStats report cgroup usage, the writable layer and the pod's network counters; the
+//! pod and its container are visible to `ctr -n k8s.io`.
 
 use berth_tests::cri::{http_get_eventually, CriEnv};
 use k8s_cri::v1::*;
@@ -127,6 +128,14 @@ fn limits_update_and_stats() {
             .value
             >= 1
     );
+
+    // CRI objects are containerd records in k8s.io, as containerd's CRI keeps them.
+    let listed = env.daemon().ctr("k8s.io", &["containers", "ls", "-q"]).ok().stdout;
+    for want in [&pod_id, &id] {
+        assert!(listed.lines().any(|l| l == want.as_str()), "ctr -n k8s.io c ls: {listed}");
+    }
+    let tasks = env.daemon().ctr("k8s.io", &["tasks", "ls"]).ok().stdout;
+    assert!(tasks.contains(&id) && tasks.contains("RUNNING"), "{tasks}");
 
     env.stop_pod(&pod_id);
     env.remove_pod(&pod_id);
