@@ -30,13 +30,26 @@ fn hostname_dns_sysctls_and_shared_shm() {
 
     assert_eq!(out(&env.exec_sync(&a, &["hostname"])), "opts-host");
     let resolv = out(&env.exec_sync(&a, &["cat", "/etc/resolv.conf"]));
-    for want in ["nameserver 10.9.8.7", "search svc.example", "options ndots:3"] {
-        assert!(resolv.contains(want), "resolv.conf lacks {want:?}:\n{resolv}");
+    for want in [
+        "nameserver 10.9.8.7",
+        "search svc.example",
+        "options ndots:3",
+    ] {
+        assert!(
+            resolv.contains(want),
+            "resolv.conf lacks {want:?}:\n{resolv}"
+        );
     }
     let hosts = out(&env.exec_sync(&a, &["cat", "/etc/hosts"]));
-    assert!(hosts.contains("localhost") && hosts.contains("opts-host"), "{hosts}");
+    assert!(
+        hosts.contains("localhost") && hosts.contains("opts-host"),
+        "{hosts}"
+    );
     assert_eq!(
-        out(&env.exec_sync(&b, &["cat", "/proc/sys/net/ipv4/ip_unprivileged_port_start"])),
+        out(&env.exec_sync(
+            &b,
+            &["cat", "/proc/sys/net/ipv4/ip_unprivileged_port_start"]
+        )),
         "80",
         "the pod's sysctl is set in the pod's network namespace"
     );
@@ -103,7 +116,10 @@ fn host_network_pod_has_no_pod_network() {
     host.sort();
     seen.sort();
     assert!(seen.len() > 1, "more than lo: {inside}");
-    assert!(seen.iter().all(|n| host.contains(n)), "{seen:?} vs host {host:?}");
+    assert!(
+        seen.iter().all(|n| host.contains(n)),
+        "{seen:?} vs host {host:?}"
+    );
     let host_name = std::fs::read_to_string("/proc/sys/kernel/hostname").expect("hostname");
     assert_eq!(out(&env.exec_sync(&c, &["hostname"])), host_name.trim());
     env.stop_pod(&pod_id);

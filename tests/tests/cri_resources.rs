@@ -130,9 +130,16 @@ fn limits_update_and_stats() {
     );
 
     // CRI objects are containerd records in k8s.io, as containerd's CRI keeps them.
-    let listed = env.daemon().ctr("k8s.io", &["containers", "ls", "-q"]).ok().stdout;
+    let listed = env
+        .daemon()
+        .ctr("k8s.io", &["containers", "ls", "-q"])
+        .ok()
+        .stdout;
     for want in [&pod_id, &id] {
-        assert!(listed.lines().any(|l| l == want.as_str()), "ctr -n k8s.io c ls: {listed}");
+        assert!(
+            listed.lines().any(|l| l == want.as_str()),
+            "ctr -n k8s.io c ls: {listed}"
+        );
     }
     let tasks = env.daemon().ctr("k8s.io", &["tasks", "ls"]).ok().stdout;
     assert!(tasks.contains(&id) && tasks.contains("RUNNING"), "{tasks}");
