@@ -622,9 +622,17 @@ impl CriEnv {
         let id = self.run_container(pod_id, pod, c);
         let st = self.wait_exited(&id);
         let file = self.log_file(pod, c);
-        // The log may be flushed a moment after the exit is reported.
-        std::thread::sleep(Duration::from_millis(200));
-        let text = std::fs::read_to_string(&file).unwrap_or_default();
+        // The log may be flushed a moment after the exit is reported: read it once it has stopped
+        // changing for 300 ms (at most 5 s).
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let mut text = std::fs::read_to_string(&file).unwrap_or_default();
+        let mut stable = 0;
+        while stable < 3 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(100));
+            let now = std::fs::read_to_string(&file).unwrap_or_default();
+            stable = if now == text { stable + 1 } else { 0 };
+            text = now;
+        }
         (st.exit_code, parse_log(&text))
     }
 
