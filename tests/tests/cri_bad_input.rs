@@ -205,3 +205,47 @@ fn bad_container_configs() {
     env.remove_pod(&pod_id);
     env.assert_no_footprint("after the pods");
 }
+
+/// A container whose command does not exist fails to start with StartError, and the pod's
+/// shared shim keeps serving the pod's other containers (before and after).
+#[test]
+fn failed_start_leaves_the_pod_working() {
+    let env = CriEnv::start();
+    let pod = env.pod_config("failstart");
+    let pod_id = env.run_pod(&pod);
+    let good = env.run_container(
+        &pod_id,
+        &pod,
+        &env.container_config(&pod, "good", "busybox", &["sleep", "1000"]),
+    );
+    let bad_cfg = env.container_config(&pod, "bad", "busybox", &["/no/such/binary"]);
+    let mut cri = env.cri.clone();
+    let bad = env
+        .block_on(cri.create_container(&pod_id, &pod, &bad_cfg))
+        .expect("CreateContainer");
+    let err = env
+        .block_on(cri.start_container(&bad))
+        .expect_err("a missing binary cannot start");
+    assert!(
+        err.message().contains("/no/such/binary"),
+        "{}",
+        err.message()
+    );
+    let st = env.container_status(&bad);
+    assert_eq!(st.state, ContainerState::ContainerExited as i32);
+    assert_eq!(st.reason, "StartError");
+    let r = env.exec_sync(&good, &["echo", "still here"]);
+    assert_eq!(String::from_utf8_lossy(&r.stdout).trim(), "still here");
+    let later = env.run_container(
+        &pod_id,
+        &pod,
+        &env.container_config(&pod, "later", "busybox", &["sleep", "1000"]),
+    );
+    assert_eq!(
+        env.container_status(&later).state,
+        ContainerState::ContainerRunning as i32
+    );
+    env.stop_pod(&pod_id);
+    env.remove_pod(&pod_id);
+    env.assert_no_footprint("after removing the pod");
+}

@@ -559,8 +559,12 @@ impl TaskManager {
                     if let Err(e) = task.bootstrap(&self.inner.cfg).delete().await {
                         tracing::debug!("cleanup after failed create: {e}");
                     }
-                    if let Some(sock) = bundle.read_address().ok().and_then(|a| socket_path(&a)) {
-                        let _ = tokio::fs::remove_file(sock).await;
+                    // The pod's shim still serves the pod's other tasks on that socket.
+                    if !self.inner.shim_shared(&task) {
+                        if let Some(sock) = bundle.read_address().ok().and_then(|a| socket_path(&a))
+                        {
+                            let _ = tokio::fs::remove_file(sock).await;
+                        }
                     }
                 }
                 task.stop_background();
@@ -677,16 +681,20 @@ impl TaskManager {
                 exited_at: time_from_pb(&r.exited_at).unwrap_or_else(SystemTime::now),
             }
         };
+        // A pod's shim keeps serving the pod's other tasks on the same socket.
+        let shared = self.inner.shim_shared(&task);
         task.deleting.store(true, Ordering::SeqCst);
         task.stop_background();
         let b = task.bundle.clone();
-        let _ = blocking(move || {
-            if let Some(sock) = b.read_address().ok().and_then(|a| socket_path(&a)) {
-                let _ = std::fs::remove_file(sock);
-            }
-            Ok(())
-        })
-        .await;
+        if !shared {
+            let _ = blocking(move || {
+                if let Some(sock) = b.read_address().ok().and_then(|a| socket_path(&a)) {
+                    let _ = std::fs::remove_file(sock);
+                }
+                Ok(())
+            })
+            .await;
+        }
         let b = task.bundle.clone();
         // The shim has deleted the task: a bundle dir that will not go is a leak to report, not
         // a reason to keep a task whose shim may be gone.
