@@ -178,3 +178,16 @@ pub fn container_from_pb(c: pb::Container) -> berth_store::Container {
         sandbox: c.sandbox,
     }
 }
+
+/// Snapshot mounts as the task manager takes them.
+pub fn to_runtime_mounts(mounts: Vec<berth_snapshot::Mount>) -> Vec<berth_runtime::Mount> {
+    mounts
+        .into_iter()
+        .map(|m| berth_runtime::Mount {
+            r#type: m.mount_type,
+            source: m.source,
+            target: m.target,
+            options: m.options,
+        })
+        .collect()
+}

@@ -11,9 +11,10 @@ use tonic::Status;
 use super::io::{Fifos, UntilExit};
 use super::log::{LogFile, Stream};
 use super::meta::{now_nanos, ContainerMeta, ContainerState, SandboxState};
-use super::persist::{to_runtime_mounts, NewRecord};
+use super::persist::NewRecord;
 use super::sandbox::{labels_match, namespace_mode, oom_score_adj_min, pod_files};
 use super::{images, required, NAMESPACE};
+use crate::convert::to_runtime_mounts;
 use crate::daemon::blocking;
 use crate::services::Service;
 use crate::status::IntoStatus;
@@ -90,13 +91,7 @@ impl Service {
                 "container metadata.name must not be empty",
             ));
         }
-        let sandbox = self
-            .cri
-            .records
-            .sandbox(&req.pod_sandbox_id)
-            .ok_or_else(|| {
-                Status::not_found(format!("pod sandbox {:?} not found", req.pod_sandbox_id))
-            })?;
+        let sandbox = self.cri_pod(&req.pod_sandbox_id)?;
         if sandbox.state != SandboxState::Ready {
             return Err(Status::failed_precondition(format!(
                 "pod sandbox {} is not ready",
@@ -230,17 +225,10 @@ impl Service {
         .await
     }
 
-    fn container_or_not_found(&self, id: &str) -> Result<ContainerMeta, Status> {
-        self.cri
-            .records
-            .container(id)
-            .ok_or_else(|| Status::not_found(format!("container {id:?} not found")))
-    }
-
     pub async fn cri_start_container(&self, id: &str) -> Result<(), Status> {
-        let meta = self.container_or_not_found(id)?;
+        let meta = self.cri_container(id)?;
         let _lock = self.cri.lock(&meta.id).await;
-        let meta = self.container_or_not_found(&meta.id)?;
+        let meta = self.cri_container(&meta.id)?;
         if meta.state != ContainerState::Created {
             return Err(Status::failed_precondition(format!(
                 "container {} is not in the created state",
@@ -416,9 +404,9 @@ impl Service {
 
     /// The stop signal, then SIGKILL after `timeout` seconds; a stopped container is fine.
     pub async fn cri_stop_container(&self, id: &str, timeout: i64) -> Result<(), Status> {
-        let meta = self.container_or_not_found(id)?;
+        let meta = self.cri_container(id)?;
         let _lock = self.cri.lock(&meta.id).await;
-        let meta = self.container_or_not_found(&meta.id)?;
+        let meta = self.cri_container(&meta.id)?;
         if meta.state != ContainerState::Running {
             return Ok(());
         }
@@ -569,7 +557,7 @@ impl Service {
     }
 
     pub async fn cri_reopen_log(&self, id: &str) -> Result<(), Status> {
-        let meta = self.container_or_not_found(id)?;
+        let meta = self.cri_container(id)?;
         if meta.state != ContainerState::Running {
             return Err(Status::failed_precondition(format!(
                 "container {} is not running",
@@ -589,7 +577,7 @@ impl Service {
         id: &str,
         linux: Option<k8s_cri::v1::LinuxContainerResources>,
     ) -> Result<(), Status> {
-        let meta = self.container_or_not_found(id)?;
+        let meta = self.cri_container(id)?;
         let Some(res) = linux else {
             return Ok(());
         };

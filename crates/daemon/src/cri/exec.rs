@@ -35,13 +35,7 @@ impl Service {
         if req.cmd.is_empty() {
             return Err(Status::invalid_argument("exec command must not be empty"));
         }
-        let meta = self
-            .cri
-            .records
-            .container(&req.container_id)
-            .ok_or_else(|| {
-                Status::not_found(format!("container {:?} not found", req.container_id))
-            })?;
+        let meta = self.cri_container(&req.container_id)?;
         if meta.state != ContainerState::Running {
             return Err(Status::failed_precondition(format!(
                 "container {} is not running",

@@ -118,6 +118,24 @@ impl Cri {
     }
 }
 
+impl crate::services::Service {
+    /// The pod an id (or unique prefix) names; NotFound otherwise.
+    pub fn cri_pod(&self, id: &str) -> Result<meta::SandboxMeta, Status> {
+        self.cri
+            .records
+            .sandbox(id)
+            .ok_or_else(|| Status::not_found(format!("pod sandbox {id:?} not found")))
+    }
+
+    /// The container an id (or unique prefix) names; NotFound otherwise.
+    pub fn cri_container(&self, id: &str) -> Result<meta::ContainerMeta, Status> {
+        self.cri
+            .records
+            .container(id)
+            .ok_or_else(|| Status::not_found(format!("container {id:?} not found")))
+    }
+}
+
 /// A request field that must be present.
 pub fn required<T>(v: Option<T>, what: &str) -> Result<T, Status> {
     v.ok_or_else(|| Status::invalid_argument(format!("{what} is required")))

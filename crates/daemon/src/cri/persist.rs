@@ -160,15 +160,3 @@ impl Service {
         .await
     }
 }
-
-pub fn to_runtime_mounts(mounts: Vec<berth_snapshot::Mount>) -> Vec<berth_runtime::Mount> {
-    mounts
-        .into_iter()
-        .map(|m| berth_runtime::Mount {
-            r#type: m.mount_type,
-            source: m.source,
-            target: m.target,
-            options: m.options,
-        })
-        .collect()
-}

@@ -141,13 +141,7 @@ impl RuntimeService for Service {
         req: Request<PodSandboxStatusRequest>,
     ) -> Result<Response<PodSandboxStatusResponse>, Status> {
         let req = req.into_inner();
-        let meta = self
-            .cri
-            .records
-            .sandbox(&req.pod_sandbox_id)
-            .ok_or_else(|| {
-                Status::not_found(format!("pod sandbox {:?} not found", req.pod_sandbox_id))
-            })?;
+        let meta = self.cri_pod(&req.pod_sandbox_id)?;
         Ok(Response::new(self.pod_status(&meta, req.verbose)))
     }
     async fn list_pod_sandbox(
@@ -203,13 +197,7 @@ impl RuntimeService for Service {
         req: Request<ContainerStatusRequest>,
     ) -> Result<Response<ContainerStatusResponse>, Status> {
         let req = req.into_inner();
-        let meta = self
-            .cri
-            .records
-            .container(&req.container_id)
-            .ok_or_else(|| {
-                Status::not_found(format!("container {:?} not found", req.container_id))
-            })?;
+        let meta = self.cri_container(&req.container_id)?;
         Ok(Response::new(self.container_status(&meta, req.verbose)))
     }
     async fn update_container_resources(
@@ -254,11 +242,7 @@ impl RuntimeService for Service {
         req: Request<ContainerStatsRequest>,
     ) -> Result<Response<ContainerStatsResponse>, Status> {
         let id = req.into_inner().container_id;
-        let meta = self
-            .cri
-            .records
-            .container(&id)
-            .ok_or_else(|| Status::not_found(format!("container {id:?} not found")))?;
+        let meta = self.cri_container(&id)?;
         let (stats, _) = self.cri_container_stats(&meta).await;
         Ok(Response::new(ContainerStatsResponse { stats: Some(stats) }))
     }
@@ -285,11 +269,7 @@ impl RuntimeService for Service {
         req: Request<PodSandboxStatsRequest>,
     ) -> Result<Response<PodSandboxStatsResponse>, Status> {
         let id = req.into_inner().pod_sandbox_id;
-        let meta = self
-            .cri
-            .records
-            .sandbox(&id)
-            .ok_or_else(|| Status::not_found(format!("pod sandbox {id:?} not found")))?;
+        let meta = self.cri_pod(&id)?;
         Ok(Response::new(PodSandboxStatsResponse {
             stats: Some(self.cri_pod_stats(&meta).await?),
         }))

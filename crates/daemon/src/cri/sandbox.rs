@@ -13,8 +13,9 @@ use k8s_cri::v1::{
 use tonic::Status;
 
 use super::meta::{now_nanos, SandboxMeta, SandboxState};
-use super::persist::{to_runtime_mounts, NewRecord};
+use super::persist::NewRecord;
 use super::{images, required, NAMESPACE};
+use crate::convert::to_runtime_mounts;
 use crate::daemon::blocking;
 use crate::services::Service;
 use crate::status::IntoStatus;
@@ -373,11 +374,7 @@ impl Service {
     /// Stops the pod's containers and pause process, tears down its network and shm.
     /// Idempotent: a stopped pod stops again without error.
     pub async fn cri_stop_pod(&self, id: &str) -> Result<(), Status> {
-        let meta = self
-            .cri
-            .records
-            .sandbox(id)
-            .ok_or_else(|| Status::not_found(format!("pod sandbox {id:?} not found")))?;
+        let meta = self.cri_pod(id)?;
         for c in self.cri.records.containers_of(&meta.id) {
             self.cri_stop_container(&c.id, 0).await?;
         }

@@ -118,15 +118,7 @@ impl Tasks for Service {
             spec,
             runtime,
             runtime_options: req.options.or(container.runtime.options.map(blob_to_any)),
-            rootfs: rootfs
-                .into_iter()
-                .map(|m| rt::Mount {
-                    r#type: m.mount_type,
-                    source: m.source,
-                    target: m.target,
-                    options: m.options,
-                })
-                .collect(),
+            rootfs: crate::convert::to_runtime_mounts(rootfs),
             stdin: req.stdin,
             stdout: req.stdout,
             stderr: req.stderr,
