@@ -118,7 +118,7 @@ EOT
 }
 
 # berthd with CRI, root/state/socket/runc state/CNI config under $1, sandbox image $2; prints its
-# PID. $BERTHD is the binary (its shim sits next to it).
+# PID. $BERTHD is the binary (its shim sits next to it); $BERTHD_LOG its log level (warn).
 start_berthd_cri() {
     cat >"$1/config.toml" <<EOT
 [registry]
@@ -133,7 +133,7 @@ bin_dirs = ["/usr/lib/cni"]
 runtime_type = "io.containerd.berth.v2"
 options = { binary_name = "runc", root = "$1/runc" }
 EOT
-    "$BERTHD" --config "$1/config.toml" --root "$1/root" --state "$1/state" --address "$1/sock" --log-level warn >/dev/null 2>"$1/log" &
+    "$BERTHD" --config "$1/config.toml" --root "$1/root" --state "$1/state" --address "$1/sock" --log-level "${BERTHD_LOG:-warn}" >/dev/null 2>"$1/log" &
     echo $!
 }
 

@@ -31,6 +31,8 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    #[error("pod {pod} is not reachable: {why}")]
+    Probe { pod: String, why: String },
     #[error("a pod worker task did not finish: {0}")]
     Join(#[from] tokio::task::JoinError),
     #[error("invalid argument {what}: {why}")]

@@ -7,6 +7,7 @@ mod error;
 mod images;
 mod list;
 mod pods;
+mod probe;
 mod spec;
 mod summary;
 mod teardown;
@@ -94,6 +95,9 @@ struct PodsArgs {
     /// Leave the pods running (for memory readings and `list`); `teardown` removes them later.
     #[arg(long)]
     keep: bool,
+    /// After timing, GET / on every pod's IP at this port (the httpd image listens on 8080).
+    #[arg(long)]
+    check_http: Option<u16>,
 }
 
 async fn run(cli: Cli) -> Result<Value, Error> {
@@ -131,6 +135,10 @@ async fn run(cli: Cli) -> Result<Value, Error> {
                 "start": latency_json(&started.latencies),
                 "start_total_s": started.total.as_secs_f64(),
             });
+            if let Some(port) = a.check_http {
+                let n = probe::http_all(runtime.clone(), &started.pod_ids, port).await?;
+                out["http_ok"] = json!(n);
+            }
             if !a.keep {
                 let t = teardown::teardown(runtime, &a.tag, a.parallel).await?;
                 out["teardown"] = json!({"pods": t.pods, "total_s": t.total.as_secs_f64()});

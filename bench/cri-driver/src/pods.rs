@@ -15,6 +15,8 @@ use crate::spec::Plan;
 pub struct Started {
     /// One per pod, in completion order.
     pub latencies: Vec<Duration>,
+    /// Sandbox ids of the pods started.
+    pub pod_ids: Vec<String>,
     /// Wall time from the first RunPodSandbox to the last StartContainer.
     pub total: Duration,
 }
@@ -53,7 +55,7 @@ pub async fn start_all(
                     return Ok(mine);
                 }
                 match start_pod(client.clone(), &plan, i).await {
-                    Ok(d) => mine.push(d),
+                    Ok(started) => mine.push(started),
                     Err(e) => {
                         failed.store(true, Ordering::SeqCst);
                         return Err(e);
@@ -63,10 +65,16 @@ pub async fn start_all(
         });
     }
     let mut latencies = Vec::with_capacity(count);
+    let mut pod_ids = Vec::with_capacity(count);
     let mut first_error = None;
     while let Some(joined) = workers.join_next().await {
         match joined? {
-            Ok(mine) => latencies.extend(mine),
+            Ok(mine) => {
+                for (d, id) in mine {
+                    latencies.push(d);
+                    pod_ids.push(id);
+                }
+            }
             Err(e) => {
                 first_error.get_or_insert(e);
             }
@@ -75,7 +83,11 @@ pub async fn start_all(
     let total = t0.elapsed();
     match first_error {
         Some(e) => Err(e),
-        None => Ok(Started { latencies, total }),
+        None => Ok(Started {
+            latencies,
+            pod_ids,
+            total,
+        }),
     }
 }
 
@@ -83,7 +95,7 @@ async fn start_pod(
     mut client: RuntimeServiceClient<Channel>,
     plan: &Plan,
     i: usize,
-) -> Result<Duration, Error> {
+) -> Result<(Duration, String), Error> {
     let config = plan.pod_config(i);
     let pod = plan.pod_name(i);
     let t0 = Instant::now();
@@ -120,5 +132,5 @@ async fn start_pod(
                 format!("container c{j} ({container_id}) of pod {pod}"),
             ))?;
     }
-    Ok(t0.elapsed())
+    Ok((t0.elapsed(), pod_id))
 }
