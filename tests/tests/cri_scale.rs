@@ -108,3 +108,55 @@ fn twenty_parallel_pods() {
     assert!(env.list_containers(None).is_empty());
     env.assert_no_footprint("after tearing down all pods");
 }
+
+/// Pods of four containers each, stopped in parallel: every StopPodSandbox kills four containers
+/// whose exits race their own exit watchers. Each must finish well inside the kubelet's default
+/// runtime request timeout (2 min); berthd's own bound on one container's SIGKILL is 30 s.
+#[test]
+fn pods_of_four_containers_stop_in_parallel() {
+    const N: usize = 6;
+    let env = CriEnv::start();
+    let mut pods = Vec::new();
+    for i in 0..N {
+        let pod = env.pod_config(&format!("quad-{i}"));
+        let pod_id = env.run_pod(&pod);
+        for c in 0..4 {
+            let cfg = env.container_config(&pod, &format!("c{c}"), "busybox", &["sleep", "1000"]);
+            env.run_container(&pod_id, &pod, &cfg);
+        }
+        pods.push(pod_id);
+    }
+    let stops: Vec<_> = pods
+        .iter()
+        .cloned()
+        .map(|id| {
+            let mut cri = env.cri.clone();
+            env.rt.spawn(async move {
+                let started = std::time::Instant::now();
+                let r = cri.stop_pod(&id).await.map_err(|e| format!("{id}: {e:?}"));
+                (r, started.elapsed())
+            })
+        })
+        .collect();
+    let results: Vec<_> = env.block_on(async {
+        let mut out = Vec::new();
+        for s in stops {
+            out.push(s.await.expect("join"));
+        }
+        out
+    });
+    for (r, took) in &results {
+        assert!(r.is_ok(), "StopPodSandbox: {r:?} after {took:?}");
+    }
+    for id in &pods {
+        let exited = env.list_containers(Some(k8s_cri::v1::ContainerFilter {
+            pod_sandbox_id: id.clone(),
+            ..Default::default()
+        }));
+        assert!(exited
+            .iter()
+            .all(|c| c.state == k8s_cri::v1::ContainerState::ContainerExited as i32));
+        env.remove_pod(id);
+    }
+    env.assert_no_footprint("after removing the pods");
+}

@@ -18,7 +18,7 @@ use crate::bundle::{validate_id, Bundle, Meta};
 use crate::convert::{
     any_from_pb, any_to_pb, mount_to_pb, opt_any_to_pb, state_from_pb, time_from_pb, time_to_pb,
 };
-use crate::error::{Error, Result};
+use crate::error::{Error, ErrorKind, Result};
 use crate::events::EventSink;
 use crate::shim::{Bootstrap, ShimClient, CALL_TIMEOUT, CREATE_TIMEOUT};
 use crate::types::*;
@@ -988,6 +988,8 @@ impl TaskManager {
                         status: r.exit_status,
                         exited_at: time_from_pb(&r.exited_at).unwrap_or_else(SystemTime::now),
                     }),
+                    // The shim answered: the process is gone (deleted by a concurrent delete).
+                    Err(e) if e.kind() != ErrorKind::Unavailable => Err(e),
                     Err(e) => {
                         // The shim may have died under us: its death record is the answer.
                         let d = tokio::time::timeout(Duration::from_secs(30), wait_dead(dead_after_error)).await;

@@ -435,26 +435,39 @@ impl Service {
                 return Ok(());
             }
         }
-        match self.tasks.kill(NAMESPACE, &id, "", 9, false).await {
-            Ok(()) => {}
-            Err(e) if e.kind() == berth_runtime::ErrorKind::NotFound => {
-                self.record_exit(&id, 137, std::time::SystemTime::now())
-                    .await;
-                return Ok(());
+        // SIGKILL again every couple of seconds until the exit is seen: a kill that raced the
+        // runtime's own bookkeeping must not leave the kubelet waiting on a live process.
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            match self.tasks.kill(NAMESPACE, &id, "", 9, false).await {
+                Ok(()) => {}
+                Err(e) if e.kind() == berth_runtime::ErrorKind::NotFound => {
+                    self.record_exit(&id, 137, std::time::SystemTime::now())
+                        .await;
+                    return Ok(());
+                }
+                Err(e) => tracing::debug!(id = %id, error = %e, "SIGKILL"),
             }
-            Err(e) => tracing::debug!(id = %id, error = %e, "SIGKILL"),
-        }
-        match wait(30).await {
-            Ok(Ok(exit)) => {
-                self.record_exit(&id, exit.status as i32, exit.exited_at)
-                    .await;
-                Ok(())
+            match wait(2).await {
+                Ok(Ok(exit)) => {
+                    self.record_exit(&id, exit.status as i32, exit.exited_at)
+                        .await;
+                    return Ok(());
+                }
+                // Deleted under us by the exit watcher, which recorded the exit first.
+                Ok(Err(e)) if e.kind() == berth_runtime::ErrorKind::NotFound => {
+                    self.record_exit(&id, 137, std::time::SystemTime::now())
+                        .await;
+                    return Ok(());
+                }
+                Ok(Err(e)) => return Err(crate::status::from_runtime(e)),
+                Err(_) if std::time::Instant::now() >= deadline => {
+                    return Err(Status::deadline_exceeded(format!(
+                        "container {id} did not exit 30 s after SIGKILL"
+                    )))
+                }
+                Err(_) => tracing::warn!(id = %id, "no exit 2 s after SIGKILL; sending it again"),
             }
-            Ok(Err(e)) if e.kind() == berth_runtime::ErrorKind::NotFound => Ok(()),
-            Ok(Err(e)) => Err(crate::status::from_runtime(e)),
-            Err(_) => Err(Status::deadline_exceeded(format!(
-                "container {id} did not exit 30 s after SIGKILL"
-            ))),
         }
     }
 
