@@ -483,6 +483,7 @@ impl Service {
         self.cri_remove_rootfs(&meta.id).await?;
         self.cri_delete_record(&meta.id).await?;
         self.cri.records.remove_container(&meta.id);
+        self.cri.forget_layer_usage(&meta.id);
         self.cri.forget_lock(&meta.id);
         Ok(())
     }

@@ -43,6 +43,8 @@ pub struct Cri {
     /// One lifecycle operation at a time per pod or container.
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     pub pod_cidr: Mutex<String>,
+    /// Per container: when its writable layer was last measured, and what was found.
+    layer_usage: Mutex<HashMap<String, (std::time::Instant, LayerUsage)>>,
 }
 
 fn guard<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -67,6 +69,7 @@ impl Cri {
             exits: Default::default(),
             locks: Default::default(),
             pod_cidr: Default::default(),
+            layer_usage: Default::default(),
         }
     }
 
@@ -109,6 +112,22 @@ impl Cri {
         }
     }
 
+    /// A writable-layer usage measured less than `ttl` ago.
+    pub fn layer_usage(&self, id: &str, ttl: std::time::Duration) -> Option<LayerUsage> {
+        guard(&self.layer_usage)
+            .get(id)
+            .filter(|(at, _)| at.elapsed() < ttl)
+            .map(|(_, u)| *u)
+    }
+
+    pub fn set_layer_usage(&self, id: &str, usage: LayerUsage) {
+        guard(&self.layer_usage).insert(id.to_string(), (std::time::Instant::now(), usage));
+    }
+
+    pub fn forget_layer_usage(&self, id: &str) {
+        guard(&self.layer_usage).remove(id);
+    }
+
     pub fn io_dir(&self, id: &str) -> PathBuf {
         self.state_dir.join("io").join(id)
     }
@@ -135,6 +154,9 @@ impl crate::services::Service {
             .ok_or_else(|| Status::not_found(format!("container {id:?} not found")))
     }
 }
+
+/// A writable layer's (bytes, inodes, measured at in ns since the epoch).
+pub type LayerUsage = (u64, u64, i64);
 
 /// A request field that must be present.
 pub fn required<T>(v: Option<T>, what: &str) -> Result<T, Status> {

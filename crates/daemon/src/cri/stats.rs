@@ -15,6 +15,9 @@ use super::NAMESPACE;
 use crate::daemon::{backend_key, blocking};
 use crate::services::Service;
 
+/// How long a writable layer's measured usage is served before it is walked again.
+pub const LAYER_USAGE_TTL: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// What berth reads out of either cgroup version's metrics.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Usage {
@@ -131,18 +134,29 @@ impl Service {
         usage_of(&any)
     }
 
+    /// The writable layer's usage, walked at most once per [`LAYER_USAGE_TTL`] per container
+    /// (containerd's CRI refreshes it in the background every 10 s): the kubelet polls stats
+    /// far more often than layers change meaningfully, and a walk costs a directory traversal.
     async fn writable_layer(&self, id: &str, at: i64) -> Option<FilesystemUsage> {
         let sn = self.snapshotter("").ok()?;
-        let key = backend_key(NAMESPACE, id);
         let mountpoint = self.root.join("snapshots").join(sn.name());
-        let usage = blocking(move || Ok(sn.usage(&key).ok())).await.ok()??;
+        let (size, inodes, taken) = match self.cri.layer_usage(id, LAYER_USAGE_TTL) {
+            Some(hit) => hit,
+            None => {
+                let key = backend_key(NAMESPACE, id);
+                let usage = blocking(move || Ok(sn.usage(&key).ok())).await.ok()??;
+                let entry = (usage.size.max(0) as u64, usage.inodes.max(0) as u64, at);
+                self.cri.set_layer_usage(id, entry);
+                entry
+            }
+        };
         Some(FilesystemUsage {
-            timestamp: at,
+            timestamp: taken,
             fs_id: Some(FilesystemIdentifier {
                 mountpoint: mountpoint.to_string_lossy().into_owned(),
             }),
-            used_bytes: value(usage.size.max(0) as u64),
-            inodes_used: value(usage.inodes.max(0) as u64),
+            used_bytes: value(size),
+            inodes_used: value(inodes),
         })
     }
 
