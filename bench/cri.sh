@@ -11,7 +11,8 @@
 #      over 50 calls each with the 100 running
 # usage: bench/cri.sh [RUNS=3]    (root; builds berthd, its shim and the driver in release mode)
 #   KINDS="containerd berthd" chooses the daemons (e.g. KINDS=containerd for its half alone);
-#   BERTHD_LOG=debug makes the berthd log kept for a failed step useful.
+#   BERTHD_LOG=debug makes the berthd log kept for a failed step useful; KEEP_LOGS=1 keeps every
+#   daemon's log in target/cri-bench-logs (e.g. for berthd's per-phase pod start timings).
 # A step that fails is reported (step, the RPC and the daemon's error, log tail; the whole log is
 # kept in target/cri-bench-logs/) and the run goes on with the next scenario; a metric whose step
 # never worked reads "fail", and the script exits 1.
@@ -154,6 +155,7 @@ run_one() {
         step list list --calls 50 --expect 100 || true
     fi
     step td-list teardown --tag list --parallel 10 || true
+    if [ -n "${KEEP_LOGS:-}" ]; then mkdir -p "$LOGS"; sed 's/\x1b\[[0-9;]*m//g' "$d/log" >"$LOGS/$kind-$r.log"; fi
     # The sequential teardown only counts when the 30 pods all started.
     [ -f "$d/seq.json" ] || rm -f "$d/td-seq.json"
     echo "$(j seq .start.p50_ms) $(j seq .start.p99_ms) $(j seq .start_total_s) $(j td-seq .total_s)" \

@@ -224,7 +224,13 @@ impl Service {
         ipc_mode: NamespaceMode,
     ) -> Result<(), Status> {
         let id = meta.id.clone();
+        // Where a pod start spends its time, for `--log-level debug`.
+        let t0 = std::time::Instant::now();
+        let phase = |what: &str| {
+            tracing::debug!(pod = %id, ms = t0.elapsed().as_secs_f64() * 1e3, "{what} done");
+        };
         let image = self.sandbox_image().await?;
+        phase("sandbox image");
         let host_network = net_mode == NamespaceMode::Node;
         let dir = meta.dir.clone();
         let cfg = meta.config.clone();
@@ -232,13 +238,16 @@ impl Service {
         let files = pod_files(&meta.dir, ipc_mode != NamespaceMode::Node);
         if let Some(shm) = files.shm.clone() {
             blocking(move || mount_shm(&shm)).await?;
+            phase("pod files and shm");
             meta.shm_mounted = true;
         }
         if !host_network {
             let netns = self.cri.cni.create_netns(&id).await.map_err(cni_status)?;
+            phase("netns");
             meta.netns = Some(netns);
             let net = self.pod_network(meta)?;
             let status = self.cri.cni.setup(&net).await.map_err(cni_status)?;
+            phase("CNI ADD");
             meta.ips = status
                 .interfaces_ips
                 .iter()
@@ -289,6 +298,7 @@ impl Service {
             mounts
         };
         self.cri.records.put_sandbox(meta.clone());
+        phase("spec, snapshot and record");
 
         let pid = self
             .tasks
@@ -307,6 +317,7 @@ impl Service {
             .status()?;
         meta.pid = pid;
         self.tasks.start(NAMESPACE, &id, "").await.status()?;
+        phase("task create and start");
         meta.state = SandboxState::Ready;
         self.cri.records.put_sandbox(meta.clone());
         self.cri_save_meta(&id, meta.to_blob()).await?;
