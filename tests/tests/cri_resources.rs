@@ -148,3 +148,39 @@ fn limits_update_and_stats() {
     env.remove_pod(&pod_id);
     env.assert_no_footprint("after removing the pod");
 }
+
+/// A container that outgrows its memory limit is killed by the kernel and reported as
+/// OOMKilled with exit code 137, as the kubelet expects.
+#[test]
+fn oom_killed_container_says_so() {
+    let env = CriEnv::start();
+    let pod = env.pod_config("oom");
+    let pod_id = env.run_pod(&pod);
+    // dd reads 64 MiB of zeros into one buffer: far over a 16 MiB limit.
+    let mut c = env.container_config(
+        &pod,
+        "hog",
+        "busybox",
+        &["dd", "if=/dev/zero", "of=/dev/null", "bs=64M", "count=1"],
+    );
+    if let Some(linux) = c.linux.as_mut() {
+        linux.resources = Some(LinuxContainerResources {
+            memory_limit_in_bytes: 16 * MIB,
+            ..Default::default()
+        });
+    }
+    let id = env.run_container(&pod_id, &pod, &c);
+    let st = env.wait_exited(&id);
+    assert_eq!(
+        (st.exit_code, st.reason.as_str()),
+        (137, "OOMKilled"),
+        "{st:?}"
+    );
+    let ok = env.container_config(&pod, "fine", "busybox", &["sh", "-c", "exit 3"]);
+    let id = env.run_container(&pod_id, &pod, &ok);
+    let st = env.wait_exited(&id);
+    assert_eq!((st.exit_code, st.reason.as_str()), (3, "Error"), "{st:?}");
+    env.stop_pod(&pod_id);
+    env.remove_pod(&pod_id);
+    env.assert_no_footprint("after removing the pod");
+}

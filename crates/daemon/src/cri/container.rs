@@ -50,6 +50,27 @@ fn log_path(dir: &str, rel: &str) -> Result<Option<PathBuf>, Status> {
     Ok(Some(Path::new(dir).join(p)))
 }
 
+/// Whether the kernel's OOM killer killed a process of the cgroup at `cgroups_path` (a
+/// cgroupfs path; systemd `slice:prefix:name` paths are not resolved here).
+fn oom_killed(cgroups_path: &str) -> bool {
+    if cgroups_path.contains(':') {
+        return false;
+    }
+    let rel = cgroups_path.trim_start_matches('/');
+    let count = |file: std::path::PathBuf| {
+        std::fs::read_to_string(file).ok().and_then(|t| {
+            t.lines()
+                .find_map(|l| l.strip_prefix("oom_kill "))
+                .and_then(|n| n.trim().parse::<u64>().ok())
+        })
+    };
+    let v1 = Path::new("/sys/fs/cgroup/memory")
+        .join(rel)
+        .join("memory.oom_control");
+    let v2 = Path::new("/sys/fs/cgroup").join(rel).join("memory.events");
+    count(v1).or_else(|| count(v2)).is_some_and(|n| n > 0)
+}
+
 /// The signal number of an image's StopSignal (`SIGTERM`, `TERM`, `15`); SIGTERM by default.
 fn stop_signal(name: &str) -> u32 {
     if name.is_empty() {
@@ -377,6 +398,21 @@ impl Service {
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_nanos() as i64)
             .unwrap_or_else(|_| now_nanos());
+        // The cgroup still exists until the task is deleted below: ask it whether the kernel's
+        // OOM killer ended the container (no race with the shim's OOM event).
+        let oom = code != 0
+            && match self.cri_record_spec(id).await {
+                Ok(spec) => {
+                    let path = serde_json::from_slice::<serde_json::Value>(&spec)
+                        .ok()
+                        .and_then(|v| v.pointer("/linux/cgroupsPath")?.as_str().map(String::from));
+                    match path {
+                        Some(p) => blocking(move || Ok(oom_killed(&p))).await.unwrap_or(false),
+                        None => false,
+                    }
+                }
+                Err(_) => false,
+            };
         let mut changed = false;
         let updated = self.cri.records.update_container(id, |m| {
             if m.state == ContainerState::Running {
@@ -384,7 +420,12 @@ impl Service {
                 m.exit_code = code;
                 m.finished_at = finished.max(m.started_at);
                 if m.reason.is_empty() {
-                    m.reason = if code == 0 { "Completed" } else { "Error" }.into();
+                    m.reason = match (code, oom) {
+                        (0, _) => "Completed",
+                        (_, true) => "OOMKilled",
+                        _ => "Error",
+                    }
+                    .into();
                 }
                 changed = true;
             }
