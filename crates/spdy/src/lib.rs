@@ -6,6 +6,8 @@
 //! SYN_REPLY (Kubernetes servers reply with no headers; the stream's headers say what it is for).
 
 mod error;
+mod frame;
+mod headers;
 mod session;
 mod stream;
 

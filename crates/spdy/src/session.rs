@@ -15,7 +15,10 @@ pub struct Config {
 
 impl Default for Config {
     fn default() -> Self {
-        Config { max_streams: 64, initial_window: 64 * 1024 }
+        Config {
+            max_streams: 64,
+            initial_window: 64 * 1024,
+        }
     }
 }
 
