@@ -72,6 +72,9 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     let svc = Service(daemon.clone());
     // CRI records come back after the tasks they describe.
     svc.cri_recover().await;
+    if cfg.cri.enabled {
+        start_stream_server(&cfg, &daemon).await?;
+    }
     crate::gc::spawn_collector(daemon.clone());
     // Whatever a crash left unreferenced goes now.
     daemon.gc.schedule();
@@ -132,6 +135,30 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     let _ = fs::remove_file(&daemon.tasks.config().ttrpc_address);
     tracing::info!("berthd stopped");
     result.context("serve gRPC")
+}
+
+/// The CRI streaming server (exec/attach/port-forward URLs), on
+/// `[cri] stream_server_address:stream_server_port` (port 0: any free port).
+async fn start_stream_server(cfg: &Config, daemon: &Arc<Daemon>) -> anyhow::Result<()> {
+    let address: std::net::IpAddr = cfg.cri.stream_server_address.parse().with_context(|| {
+        format!(
+            "[cri] stream_server_address {:?} is not an IP address",
+            cfg.cri.stream_server_address
+        )
+    })?;
+    let server = berth_stream::Server::start(
+        berth_stream::Config {
+            address,
+            port: cfg.cri.stream_server_port,
+            ..Default::default()
+        },
+        Arc::new(crate::cri::streaming::StreamBackend(Arc::downgrade(daemon))),
+    )
+    .await
+    .context("start the CRI streaming server")?;
+    tracing::info!(address = %server.local_addr(), "CRI streaming server listening");
+    let _ = daemon.cri.stream.set(server);
+    Ok(())
 }
 
 /// One span per request, named by its method and namespace, so every log line says whose it is.

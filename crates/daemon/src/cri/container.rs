@@ -303,7 +303,11 @@ impl Service {
         sandbox: &super::meta::SandboxMeta,
     ) -> Result<(u32, i64), Status> {
         let tty = meta.config.tty;
-        let fifos = Fifos::at(self.cri.io_dir(&meta.id), tty);
+        let mut fifos = Fifos::at(self.cri.io_dir(&meta.id), tty);
+        if meta.config.stdin {
+            // Attach sessions write the container's stdin here.
+            fifos = fifos.with_stdin();
+        }
         self.attach_log(meta, &fifos).await?;
         let spec = self.cri_record_spec(&meta.id).await?;
         let rootfs = self.cri_rootfs_mounts(&meta.id).await?;
@@ -317,6 +321,7 @@ impl Service {
                     runtime: handler.runtime_type.clone(),
                     runtime_options: handler.options.clone(),
                     rootfs: to_runtime_mounts(rootfs),
+                    stdin: fifos.stdin_str(),
                     stdout: fifos.stdout_str(),
                     stderr: fifos.stderr_str(),
                     terminal: tty,
@@ -355,17 +360,20 @@ impl Service {
                 .map_err(|e| Status::internal(format!("open log: {e}")))?,
         };
         self.cri.set_log(&meta.id, log.clone());
+        let tap = self.cri.new_output_tap(&meta.id);
         let exited = self.cri.exit_signal(&meta.id);
         let mut copiers = vec![tokio::spawn(super::log::copy(
             UntilExit::new(stdout, exited.clone()),
             Stream::Stdout,
             log.clone(),
+            Some(tap.clone()),
         ))];
         if let Some(r) = stderr {
             copiers.push(tokio::spawn(super::log::copy(
                 UntilExit::new(r, exited),
                 Stream::Stderr,
                 log,
+                Some(tap),
             )));
         }
         // The FIFOs go once both copiers are done.
@@ -375,6 +383,7 @@ impl Service {
                 let _ = c.await;
             }
             s.cri.forget_log(&id);
+            s.cri.forget_output_tap(&id);
             fifos.remove();
         });
         Ok(())

@@ -15,10 +15,10 @@ use crate::status::IntoStatus;
 
 /// containerd's bound on what ExecSync returns per stream.
 const MAX_OUTPUT: usize = 16 << 20;
-const PROCESS_TYPE: &str = "types.containerd.io/opencontainers/runtime-spec/1/Process";
+pub const PROCESS_TYPE: &str = "types.containerd.io/opencontainers/runtime-spec/1/Process";
 
 /// The exec's process: the container's own (user, env, cwd, capabilities...) with new args.
-fn exec_process(spec: &[u8], cmd: &[String]) -> Result<Vec<u8>, Status> {
+pub fn exec_process(spec: &[u8], cmd: &[String], tty: bool) -> Result<Vec<u8>, Status> {
     let spec: serde_json::Value = serde_json::from_slice(spec)
         .map_err(|e| Status::internal(format!("container spec: {e}")))?;
     let mut process = spec
@@ -26,7 +26,7 @@ fn exec_process(spec: &[u8], cmd: &[String]) -> Result<Vec<u8>, Status> {
         .cloned()
         .ok_or_else(|| Status::failed_precondition("container spec has no process"))?;
     process["args"] = serde_json::json!(cmd);
-    process["terminal"] = serde_json::json!(false);
+    process["terminal"] = serde_json::json!(tty);
     serde_json::to_vec(&process).map_err(|e| Status::internal(e.to_string()))
 }
 
@@ -43,7 +43,7 @@ impl Service {
             )));
         }
         let spec = self.cri_record_spec(&meta.id).await?;
-        let process = exec_process(&spec, &req.cmd)?;
+        let process = exec_process(&spec, &req.cmd, false)?;
         let exec_id = format!("exec-{}", &super::meta::new_id()[..32]);
         let fifos = Fifos::at(self.cri.state_dir.join("exec").join(&exec_id), false);
         let f = fifos.clone();
@@ -142,13 +142,14 @@ mod tests {
     #[test]
     fn exec_process_keeps_the_container_process_but_its_args() {
         let spec = br#"{"process":{"args":["httpd"],"env":["A=1"],"cwd":"/w","terminal":true,"user":{"uid":5,"gid":6}}}"#;
-        let p: serde_json::Value =
-            serde_json::from_slice(&exec_process(spec, &["id".into(), "-u".into()]).expect("ok"))
-                .expect("json");
+        let p: serde_json::Value = serde_json::from_slice(
+            &exec_process(spec, &["id".into(), "-u".into()], false).expect("ok"),
+        )
+        .expect("json");
         assert_eq!(p["args"], serde_json::json!(["id", "-u"]));
         assert_eq!(p["env"], serde_json::json!(["A=1"]));
         assert_eq!(p["user"]["uid"], 5);
         assert_eq!(p["terminal"], false);
-        assert!(exec_process(b"{}", &["x".into()]).is_err());
+        assert!(exec_process(b"{}", &["x".into()], false).is_err());
     }
 }

@@ -11,6 +11,7 @@ use tokio::sync::watch;
 #[derive(Debug, Clone)]
 pub struct Fifos {
     pub dir: PathBuf,
+    pub stdin: Option<PathBuf>,
     pub stdout: PathBuf,
     pub stderr: Option<PathBuf>,
 }
@@ -18,16 +19,33 @@ pub struct Fifos {
 impl Fifos {
     pub fn at(dir: PathBuf, tty: bool) -> Fifos {
         Fifos {
+            stdin: None,
             stdout: dir.join("stdout"),
             stderr: (!tty).then(|| dir.join("stderr")),
             dir,
         }
     }
 
+    /// Adds a stdin FIFO (containers created with `stdin`, exec sessions with stdin).
+    pub fn with_stdin(mut self) -> Fifos {
+        self.stdin = Some(self.dir.join("stdin"));
+        self
+    }
+
+    pub fn stdin_str(&self) -> String {
+        self.stdin
+            .as_ref()
+            .map(|p| p.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    }
+
     /// Makes the FIFOs (kept if they exist: a restarted berthd reopens what its shim writes to).
     pub fn create(&self) -> std::io::Result<()> {
         std::fs::create_dir_all(&self.dir)?;
-        for p in std::iter::once(&self.stdout).chain(self.stderr.as_ref()) {
+        for p in std::iter::once(&self.stdout)
+            .chain(self.stderr.as_ref())
+            .chain(self.stdin.as_ref())
+        {
             match nix::unistd::mkfifo(p, nix::sys::stat::Mode::from_bits_truncate(0o600)) {
                 Ok(()) | Err(nix::errno::Errno::EEXIST) => {}
                 Err(e) => return Err(std::io::Error::from(e)),
@@ -58,6 +76,11 @@ pub fn open_reader(path: &Path) -> std::io::Result<pipe::Receiver> {
     pipe::OpenOptions::new()
         .read_write(true)
         .open_receiver(path)
+}
+
+/// Opens a FIFO's write side without waiting for a reader (read-write, as for readers).
+pub fn open_writer(path: &Path) -> std::io::Result<pipe::Sender> {
+    pipe::OpenOptions::new().read_write(true).open_sender(path)
 }
 
 /// A reader that ends when its process has exited and its pipe is drained: a FIFO opened

@@ -115,11 +115,15 @@ impl LineSplitter {
     }
 }
 
-/// Copies `reader` into `log` until it ends.
+/// What attach sessions receive: each chunk of the container's output, by stream.
+pub type Tap = tokio::sync::broadcast::Sender<(Stream, Vec<u8>)>;
+
+/// Copies `reader` into `log` until it ends; chunks also go to `tap` while anyone listens.
 pub async fn copy<R: AsyncRead + Unpin>(
     mut reader: UntilExit<R>,
     stream: Stream,
     log: Arc<LogFile>,
+    tap: Option<Tap>,
 ) {
     let mut splitter = LineSplitter::default();
     let mut buf = vec![0u8; 32 * 1024];
@@ -127,6 +131,9 @@ pub async fn copy<R: AsyncRead + Unpin>(
         let n = reader.read(&mut buf).await;
         if n == 0 {
             break;
+        }
+        if let Some(t) = tap.as_ref().filter(|t| t.receiver_count() > 0) {
+            let _ = t.send((stream, buf[..n].to_vec()));
         }
         for (full, msg) in splitter.feed(&buf[..n]) {
             log.write_entry(stream, full, &msg).await;
@@ -168,7 +175,7 @@ mod tests {
         let log = LogFile::open(&path).await.expect("open");
         let (tx, rx) = tokio::sync::watch::channel(false);
         let reader = UntilExit::new(&b"hello\nwor"[..], rx.clone());
-        copy(reader, Stream::Stdout, log.clone()).await;
+        copy(reader, Stream::Stdout, log.clone(), None).await;
         let text = std::fs::read_to_string(&path).expect("read");
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines.len(), 2, "{text}");
@@ -184,6 +191,7 @@ mod tests {
             UntilExit::new(&b"after\n"[..], rx),
             Stream::Stderr,
             log.clone(),
+            None,
         )
         .await;
         let text = std::fs::read_to_string(&path).expect("read new");

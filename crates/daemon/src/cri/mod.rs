@@ -15,6 +15,7 @@ pub mod recover;
 pub mod runtime;
 pub mod sandbox;
 pub mod stats;
+pub mod streaming;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -43,6 +44,10 @@ pub struct Cri {
     /// One lifecycle operation at a time per pod or container.
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     pub pod_cidr: Mutex<String>,
+    /// Per running container: its output as it is copied to the log, for attach sessions.
+    taps: Mutex<HashMap<String, log::Tap>>,
+    /// The streaming server Exec/Attach/PortForward URLs point at (set once at start-up).
+    pub stream: std::sync::OnceLock<berth_stream::Server>,
     /// Per container: when its writable layer was last measured, and what was found.
     layer_usage: Mutex<HashMap<String, (std::time::Instant, LayerUsage)>>,
 }
@@ -70,6 +75,8 @@ impl Cri {
             locks: Default::default(),
             pod_cidr: Default::default(),
             layer_usage: Default::default(),
+            taps: Default::default(),
+            stream: Default::default(),
         }
     }
 
@@ -126,6 +133,21 @@ impl Cri {
 
     pub fn forget_layer_usage(&self, id: &str) {
         guard(&self.layer_usage).remove(id);
+    }
+
+    pub fn new_output_tap(&self, id: &str) -> log::Tap {
+        guard(&self.taps)
+            .entry(id.to_string())
+            .or_insert_with(|| tokio::sync::broadcast::channel(256).0)
+            .clone()
+    }
+
+    pub fn output_tap(&self, id: &str) -> Option<log::Tap> {
+        guard(&self.taps).get(id).cloned()
+    }
+
+    pub fn forget_output_tap(&self, id: &str) {
+        guard(&self.taps).remove(id);
     }
 
     pub fn io_dir(&self, id: &str) -> PathBuf {

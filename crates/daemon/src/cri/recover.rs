@@ -53,7 +53,10 @@ impl Service {
                     if st.status == berth_runtime::Status::Running
                         || st.status == berth_runtime::Status::Paused =>
                 {
-                    let fifos = Fifos::at(self.cri.io_dir(&id), c.config.tty);
+                    let mut fifos = Fifos::at(self.cri.io_dir(&id), c.config.tty);
+                    if c.config.stdin {
+                        fifos = fifos.with_stdin();
+                    }
                     if let Err(e) = self.attach_log(&c, &fifos).await {
                         tracing::warn!(id = %id, error = %e, "reattach container log");
                     }

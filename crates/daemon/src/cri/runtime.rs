@@ -222,20 +222,74 @@ impl RuntimeService for Service {
     ) -> Result<Response<ExecSyncResponse>, Status> {
         Ok(Response::new(self.cri_exec_sync(req.into_inner()).await?))
     }
-    async fn exec(&self, _req: Request<ExecRequest>) -> Result<Response<ExecResponse>, Status> {
-        Err(streaming_not_yet("Exec"))
+    async fn exec(&self, req: Request<ExecRequest>) -> Result<Response<ExecResponse>, Status> {
+        let req = req.into_inner();
+        let meta = self.cri_container(&req.container_id)?;
+        running(&meta)?;
+        let url = self
+            .stream_server()?
+            .exec_url(berth_stream::ExecRequest {
+                container_id: meta.id,
+                cmd: req.cmd,
+                tty: req.tty,
+                stdin: req.stdin,
+                stdout: req.stdout,
+                stderr: req.stderr,
+            })
+            .map_err(stream_status)?;
+        Ok(Response::new(ExecResponse { url }))
     }
     async fn attach(
         &self,
-        _req: Request<AttachRequest>,
+        req: Request<AttachRequest>,
     ) -> Result<Response<AttachResponse>, Status> {
-        Err(streaming_not_yet("Attach"))
+        let req = req.into_inner();
+        let meta = self.cri_container(&req.container_id)?;
+        running(&meta)?;
+        if req.stdin && !meta.config.stdin {
+            return Err(Status::invalid_argument(format!(
+                "container {} was not created with stdin: attach cannot send it any",
+                meta.id
+            )));
+        }
+        let url = self
+            .stream_server()?
+            .attach_url(berth_stream::AttachRequest {
+                container_id: meta.id,
+                tty: req.tty,
+                stdin: req.stdin,
+                stdout: req.stdout,
+                stderr: req.stderr,
+            })
+            .map_err(stream_status)?;
+        Ok(Response::new(AttachResponse { url }))
     }
     async fn port_forward(
         &self,
-        _req: Request<PortForwardRequest>,
+        req: Request<PortForwardRequest>,
     ) -> Result<Response<PortForwardResponse>, Status> {
-        Err(streaming_not_yet("PortForward"))
+        let req = req.into_inner();
+        let meta = self.cri_pod(&req.pod_sandbox_id)?;
+        if meta.state != super::meta::SandboxState::Ready {
+            return Err(Status::failed_precondition(format!(
+                "pod sandbox {} is not ready",
+                meta.id
+            )));
+        }
+        let mut ports = Vec::new();
+        for p in req.port {
+            ports.push(u16::try_from(p).ok().filter(|p| *p > 0).ok_or_else(|| {
+                Status::invalid_argument(format!("port {p} cannot be forwarded"))
+            })?);
+        }
+        let url = self
+            .stream_server()?
+            .port_forward_url(berth_stream::PortForwardRequest {
+                pod_sandbox_id: meta.id,
+                ports,
+            })
+            .map_err(stream_status)?;
+        Ok(Response::new(PortForwardResponse { url }))
     }
     async fn container_stats(
         &self,
@@ -315,8 +369,25 @@ impl RuntimeService for Service {
     }
 }
 
-fn streaming_not_yet(rpc: &str) -> Status {
-    Status::unimplemented(format!(
-        "CRI {rpc} needs the streaming server, which berth does not serve yet (issue 6)"
-    ))
+fn running(meta: &super::meta::ContainerMeta) -> Result<(), Status> {
+    if meta.state != super::meta::ContainerState::Running {
+        return Err(Status::failed_precondition(format!(
+            "container {} is not running",
+            meta.id
+        )));
+    }
+    Ok(())
+}
+
+fn stream_status(e: berth_stream::Error) -> Status {
+    Status::invalid_argument(e.to_string())
+}
+
+impl Service {
+    fn stream_server(&self) -> Result<&berth_stream::Server, Status> {
+        self.cri
+            .stream
+            .get()
+            .ok_or_else(|| Status::unavailable("the CRI streaming server is not running"))
+    }
 }

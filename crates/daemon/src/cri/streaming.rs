@@ -1,0 +1,408 @@
+//! berthd's side of the CRI streaming server (crates/stream speaks the protocols): exec
+//! processes run through the task API with FIFOs for their stdio, attach taps the container's
+//! own output (and stdin FIFO), port-forward dials localhost inside the pod's network namespace.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use berth_stream::{AttachRequest, Backend, BackendError, BoxStream, ExecRequest, Io};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::{broadcast, watch, Notify};
+
+use super::io::{open_reader, open_writer, Fifos, UntilExit};
+use super::log::Stream;
+use super::meta::{ContainerState, SandboxState};
+use super::NAMESPACE;
+use crate::daemon::{blocking, Daemon};
+use crate::services::Service;
+
+/// The backend the streaming server calls; weak, so the daemon's state owns the server and not
+/// the other way round.
+pub struct StreamBackend(pub Weak<Daemon>);
+
+impl StreamBackend {
+    fn service(&self) -> Result<Service, BackendError> {
+        self.0
+            .upgrade()
+            .map(Service)
+            .ok_or_else(|| BackendError::Failed("berthd is shutting down".into()))
+    }
+}
+
+fn failed(e: tonic::Status) -> BackendError {
+    match e.code() {
+        tonic::Code::NotFound => BackendError::NotFound(e.message().to_string()),
+        _ => BackendError::Failed(e.message().to_string()),
+    }
+}
+
+#[async_trait]
+impl Backend for StreamBackend {
+    async fn exec(&self, req: &ExecRequest, io: Io) -> Result<i32, BackendError> {
+        self.service()?.stream_exec(req, io).await
+    }
+
+    async fn attach(&self, req: &AttachRequest, io: Io) -> Result<(), BackendError> {
+        self.service()?.stream_attach(req, io).await
+    }
+
+    async fn port_forward(&self, pod: &str, port: u16) -> Result<BoxStream, BackendError> {
+        self.service()?.stream_port_forward(pod, port).await
+    }
+}
+
+/// Copies a process's output to the client until the process has exited and its pipe is
+/// drained; a client that is gone (a failed write, or a failed flush while the process is quiet)
+/// is reported through `broken`.
+async fn pump_out<R: tokio::io::AsyncRead + Unpin>(
+    mut from: UntilExit<R>,
+    mut to: berth_stream::BoxWrite,
+    broken: Arc<Notify>,
+) {
+    let mut buf = vec![0u8; 32 * 1024];
+    loop {
+        let n = tokio::select! {
+            n = from.read(&mut buf) => n,
+            // A quiet process: make sure the client is still there.
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {
+                if to.flush().await.is_err() {
+                    broken.notify_one();
+                    return;
+                }
+                continue;
+            }
+        };
+        if n == 0 {
+            break;
+        }
+        if to.write_all(&buf[..n]).await.is_err() || to.flush().await.is_err() {
+            broken.notify_one();
+            return;
+        }
+    }
+    let _ = to.shutdown().await;
+}
+
+impl Service {
+    fn running_container(&self, id: &str) -> Result<super::meta::ContainerMeta, BackendError> {
+        let meta = self.cri_container(id).map_err(failed)?;
+        if meta.state != ContainerState::Running {
+            return Err(BackendError::Failed(format!(
+                "container {} is not running",
+                meta.id
+            )));
+        }
+        Ok(meta)
+    }
+
+    pub async fn stream_exec(&self, req: &ExecRequest, io: Io) -> Result<i32, BackendError> {
+        let meta = self.running_container(&req.container_id)?;
+        let spec = self.cri_record_spec(&meta.id).await.map_err(failed)?;
+        let process = super::exec::exec_process(&spec, &req.cmd, req.tty).map_err(failed)?;
+        let exec_id = format!("exec-{}", &super::meta::new_id()[..32]);
+        let mut fifos = Fifos::at(
+            self.cri.state_dir.join("exec").join(&exec_id),
+            req.tty || io.stderr.is_none(),
+        );
+        if io.stdin.is_some() {
+            fifos = fifos.with_stdin();
+        }
+        let f = fifos.clone();
+        blocking(move || {
+            f.create()
+                .map_err(|e| tonic::Status::internal(format!("exec FIFOs: {e}")))
+        })
+        .await
+        .map_err(failed)?;
+        let r = self
+            .run_stream_exec(&meta.id, &exec_id, process, &fifos, req, io)
+            .await;
+        let _ = self
+            .tasks
+            .delete_process(NAMESPACE, &meta.id, &exec_id)
+            .await;
+        fifos.remove();
+        r
+    }
+
+    async fn run_stream_exec(
+        &self,
+        id: &str,
+        exec_id: &str,
+        process: Vec<u8>,
+        fifos: &Fifos,
+        req: &ExecRequest,
+        mut io: Io,
+    ) -> Result<i32, BackendError> {
+        let (exited_tx, exited) = watch::channel(false);
+        let broken = Arc::new(Notify::new());
+        let mut pumps = Vec::new();
+        if let Some(out) = io.stdout.take() {
+            let r = open_reader(&fifos.stdout)?;
+            pumps.push(tokio::spawn(pump_out(
+                UntilExit::new(r, exited.clone()),
+                out,
+                broken.clone(),
+            )));
+        } else {
+            // Nobody reads it: drain it anyway so the process never blocks on a full pipe.
+            let r = open_reader(&fifos.stdout)?;
+            pumps.push(tokio::spawn(drain(UntilExit::new(r, exited.clone()))));
+        }
+        if let Some(path) = &fifos.stderr {
+            let r = open_reader(path)?;
+            match io.stderr.take() {
+                Some(err) => pumps.push(tokio::spawn(pump_out(
+                    UntilExit::new(r, exited.clone()),
+                    err,
+                    broken.clone(),
+                ))),
+                None => pumps.push(tokio::spawn(drain(UntilExit::new(r, exited.clone())))),
+            }
+        }
+        self.tasks
+            .exec(
+                NAMESPACE,
+                id,
+                berth_runtime::ExecProcess {
+                    exec_id: exec_id.to_string(),
+                    spec: prost_types::Any {
+                        type_url: super::exec::PROCESS_TYPE.into(),
+                        value: process,
+                    },
+                    stdin: fifos.stdin_str(),
+                    stdout: fifos.stdout_str(),
+                    stderr: fifos.stderr_str(),
+                    terminal: req.tty,
+                },
+            )
+            .await
+            .map_err(|e| BackendError::Failed(e.to_string()))?;
+        let mut side_tasks = Vec::new();
+        if let (Some(stdin), Some(path)) = (io.stdin.take(), fifos.stdin.clone()) {
+            side_tasks.push(self.pump_stdin(stdin, path, id, exec_id));
+        }
+        if let Some(mut sizes) = io.resize.take() {
+            let (s, id, exec_id) = (self.clone(), id.to_string(), exec_id.to_string());
+            side_tasks.push(tokio::spawn(async move {
+                while let Some(sz) = sizes.recv().await {
+                    let _ = s
+                        .tasks
+                        .resize_pty(NAMESPACE, &id, &exec_id, sz.width.into(), sz.height.into())
+                        .await;
+                }
+            }));
+        }
+        let started = self.tasks.start(NAMESPACE, id, exec_id).await;
+        let result = match started {
+            Err(e) => Err(BackendError::Failed(e.to_string())),
+            Ok(_) => {
+                tokio::select! {
+                    r = self.tasks.wait(NAMESPACE, id, exec_id) => r
+                        .map(|exit| exit.status as i32)
+                        .map_err(|e| BackendError::Failed(e.to_string())),
+                    _ = broken.notified() => {
+                        // The client went away: the process must not outlive its session.
+                        tracing::info!(id = %id, exec_id = %exec_id, "exec client gone; killing the process");
+                        let _ = self.tasks.kill(NAMESPACE, id, exec_id, 9, false).await;
+                        let _ = tokio::time::timeout(
+                            Duration::from_secs(10),
+                            self.tasks.wait(NAMESPACE, id, exec_id),
+                        )
+                        .await;
+                        Err(BackendError::Failed("client disconnected".into()))
+                    }
+                }
+            }
+        };
+        let _ = exited_tx.send(true);
+        for p in pumps {
+            let _ = p.await;
+        }
+        for t in side_tasks {
+            t.abort();
+        }
+        result
+    }
+
+    /// Client stdin into the process's stdin FIFO; the client's end of stdin closes the process's.
+    fn pump_stdin(
+        &self,
+        mut stdin: berth_stream::BoxRead,
+        fifo: PathBuf,
+        id: &str,
+        exec_id: &str,
+    ) -> tokio::task::JoinHandle<()> {
+        let (s, id, exec_id) = (self.clone(), id.to_string(), exec_id.to_string());
+        tokio::spawn(async move {
+            let Ok(mut w) = open_writer(&fifo) else {
+                return;
+            };
+            let mut buf = vec![0u8; 16 * 1024];
+            loop {
+                match stdin.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => {
+                        if w.write_all(&buf[..n]).await.is_err() {
+                            break;
+                        }
+                    }
+                }
+            }
+            let _ = s.tasks.close_io(NAMESPACE, &id, &exec_id, true).await;
+        })
+    }
+
+    pub async fn stream_attach(&self, req: &AttachRequest, mut io: Io) -> Result<(), BackendError> {
+        let meta = self.running_container(&req.container_id)?;
+        let tap = self
+            .cri
+            .output_tap(&meta.id)
+            .ok_or_else(|| BackendError::Failed(format!("container {} has no output", meta.id)))?;
+        let mut rx = tap.subscribe();
+        let mut exited = self.cri.exit_signal(&meta.id);
+        if *exited.borrow() {
+            return Ok(());
+        }
+        let mut side_tasks = Vec::new();
+        if let Some(stdin) = io.stdin.take() {
+            let path = self.cri.io_dir(&meta.id).join("stdin");
+            if !meta.config.stdin || !path.exists() {
+                return Err(BackendError::Failed(format!(
+                    "container {} was not created with stdin",
+                    meta.id
+                )));
+            }
+            let (s, id, once) = (self.clone(), meta.id.clone(), meta.config.stdin_once);
+            let mut stdin = stdin;
+            side_tasks.push(tokio::spawn(async move {
+                let Ok(mut w) = open_writer(&path) else {
+                    return;
+                };
+                let mut buf = vec![0u8; 16 * 1024];
+                loop {
+                    match stdin.read(&mut buf).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => {
+                            if w.write_all(&buf[..n]).await.is_err() {
+                                break;
+                            }
+                        }
+                    }
+                }
+                if once {
+                    let _ = s.tasks.close_io(NAMESPACE, &id, "", true).await;
+                }
+            }));
+        }
+        if let Some(mut sizes) = io.resize.take() {
+            let (s, id) = (self.clone(), meta.id.clone());
+            side_tasks.push(tokio::spawn(async move {
+                while let Some(sz) = sizes.recv().await {
+                    let _ = s
+                        .tasks
+                        .resize_pty(NAMESPACE, &id, "", sz.width.into(), sz.height.into())
+                        .await;
+                }
+            }));
+        }
+        let (mut out, mut err) = (io.stdout.take(), io.stderr.take());
+        // Copy the answer out at once: the watch guard must not live across an await.
+        let gone = async move { exited.wait_for(|e| *e).await.is_ok() };
+        tokio::pin!(gone);
+        loop {
+            tokio::select! {
+                m = rx.recv() => match m {
+                    Ok((stream, data)) => {
+                        let to = match stream {
+                            Stream::Stdout => out.as_mut(),
+                            Stream::Stderr => err.as_mut().or(out.as_mut()),
+                        };
+                        if let Some(w) = to {
+                            if w.write_all(&data).await.is_err() || w.flush().await.is_err() {
+                                break;
+                            }
+                        }
+                    }
+                    // A slow client missed output: keep going with what comes next.
+                    Err(broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(broadcast::error::RecvError::Closed) => break,
+                },
+                _ = &mut gone => break,
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {
+                    let gone = match out.as_mut() {
+                        Some(w) => w.flush().await.is_err(),
+                        None => false,
+                    };
+                    if gone {
+                        break;
+                    }
+                }
+            }
+        }
+        for t in side_tasks {
+            t.abort();
+        }
+        for w in [out.as_mut(), err.as_mut()].into_iter().flatten() {
+            let _ = w.shutdown().await;
+        }
+        Ok(())
+    }
+
+    pub async fn stream_port_forward(
+        &self,
+        pod: &str,
+        port: u16,
+    ) -> Result<BoxStream, BackendError> {
+        let meta = self.cri_pod(pod).map_err(failed)?;
+        if meta.state != SandboxState::Ready {
+            return Err(BackendError::Failed(format!(
+                "pod sandbox {} is not ready",
+                meta.id
+            )));
+        }
+        let netns = match &meta.netns {
+            Some(p) => p.clone(),
+            // A host-network pod's localhost is the host's.
+            None => PathBuf::from("/proc/1/ns/net"),
+        };
+        let stream = connect_in_netns(&netns, port).await?;
+        Ok(Box::new(stream))
+    }
+}
+
+async fn drain<R: tokio::io::AsyncRead + Unpin>(mut r: UntilExit<R>) {
+    let mut buf = vec![0u8; 16 * 1024];
+    while r.read(&mut buf).await > 0 {}
+}
+
+/// `localhost:port` dialed from inside the network namespace at `netns`. The socket keeps the
+/// namespace it was made in, so only the connect runs on a thread that enters it; that thread
+/// is a fresh one that ends right after (a pooled thread must never change namespaces).
+async fn connect_in_netns(netns: &Path, port: u16) -> Result<tokio::net::TcpStream, BackendError> {
+    let netns = netns.to_path_buf();
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    std::thread::spawn(move || {
+        let r = (|| -> std::io::Result<std::net::TcpStream> {
+            let f = std::fs::File::open(&netns)?;
+            nix::sched::setns(&f, nix::sched::CloneFlags::CLONE_NEWNET)
+                .map_err(std::io::Error::from)?;
+            let s = std::net::TcpStream::connect_timeout(
+                &std::net::SocketAddr::from(([127, 0, 0, 1], port)),
+                Duration::from_secs(10),
+            )?;
+            s.set_nonblocking(true)?;
+            Ok(s)
+        })();
+        let _ = tx.send(r);
+    });
+    let std_stream = rx
+        .await
+        .map_err(|_| BackendError::Failed("port-forward dialer thread died".into()))?
+        .map_err(|e| {
+            BackendError::Failed(format!("connect to localhost:{port} in the pod: {e}"))
+        })?;
+    tokio::net::TcpStream::from_std(std_stream).map_err(BackendError::Io)
+}
