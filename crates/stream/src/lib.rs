@@ -10,6 +10,7 @@ mod error;
 mod idle;
 mod remote;
 mod server;
+mod spdy;
 mod status;
 mod token;
 mod types;

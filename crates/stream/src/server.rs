@@ -20,7 +20,7 @@ use crate::idle::{self, Activity, IdleIo};
 use crate::remote::Command;
 use crate::token::{Pending, Tokens};
 use crate::types::{AttachRequest, Config, ExecRequest, PortForwardRequest};
-use crate::ws;
+use crate::{spdy, ws};
 
 pub(crate) type Body = Full<Bytes>;
 
@@ -305,10 +305,11 @@ fn route(ctx: Ctx, req: Request<Incoming>) -> Response<Body> {
         };
     }
     if connection_upgrade && has_token(headers, UPGRADE, "SPDY/3.1") {
-        return text(
-            StatusCode::BAD_REQUEST,
-            "SPDY/3.1 is not supported by this server yet; use WebSocket",
-        );
+        return match pending {
+            Pending::Exec(r) => spdy::remote::upgrade(ctx, req, Command::Exec(r)),
+            Pending::Attach(r) => spdy::remote::upgrade(ctx, req, Command::Attach(r)),
+            Pending::PortForward(r) => spdy::portforward::upgrade(ctx, req, r),
+        };
     }
     text(
         StatusCode::BAD_REQUEST,
