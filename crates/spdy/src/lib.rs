@@ -5,12 +5,18 @@
 //! Streams the peer opens arrive through [`Incoming`], already answered with an empty
 //! SYN_REPLY (Kubernetes servers reply with no headers; the stream's headers say what it is for).
 
+mod driver;
 mod error;
-mod frame;
+/// Frame codec (public for test clients that speak raw SPDY).
+pub mod frame;
 mod headers;
 mod session;
+mod state;
 mod stream;
 
 pub use error::Error;
 pub use session::{Config, Incoming, Session};
 pub use stream::Stream;
+
+/// RST_STREAM status codes, for [`Stream::reset`].
+pub use frame::status;
