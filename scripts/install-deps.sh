@@ -15,3 +15,5 @@ fi
 # Debian's containerd package starts nothing here (no systemd), but make sure no unit grabbed the
 # default socket on machines that do have one: berth's tests never use it anyway.
 command -v cargo-nextest >/dev/null 2>&1 || cargo install --locked cargo-nextest
+# The CRI streaming tests drive exec through the Python `kubernetes` package's WebSocket client.
+python3 -c 'import kubernetes' 2>/dev/null || python3 -m pip install -q --root-user-action=ignore 'kubernetes==37.0.2'

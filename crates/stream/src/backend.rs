@@ -22,6 +22,9 @@ pub struct Io {
     pub stderr: Option<BoxWrite>,
     /// Present for TTY sessions only.
     pub resize: Option<mpsc::Receiver<TermSize>>,
+    /// Cancelled when the client's connection ends: a backend whose process is quiet (no
+    /// output to fail on, no stdin) learns here that nobody is listening any more.
+    pub gone: tokio_util::sync::CancellationToken,
 }
 
 /// Why the backend could not serve a session; its text reaches the client.

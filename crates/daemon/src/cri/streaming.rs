@@ -136,6 +136,7 @@ impl Service {
         req: &ExecRequest,
         mut io: Io,
     ) -> Result<i32, BackendError> {
+        let gone = io.gone.clone();
         let (exited_tx, exited) = watch::channel(false);
         let broken = Arc::new(Notify::new());
         let mut pumps = Vec::new();
@@ -203,7 +204,7 @@ impl Service {
                     r = self.tasks.wait(NAMESPACE, id, exec_id) => r
                         .map(|exit| exit.status as i32)
                         .map_err(|e| BackendError::Failed(e.to_string())),
-                    _ = broken.notified() => {
+                    _ = async { tokio::select! { _ = broken.notified() => {}, _ = gone.cancelled() => {} } } => {
                         // The client went away: the process must not outlive its session.
                         tracing::info!(id = %id, exec_id = %exec_id, "exec client gone; killing the process");
                         let _ = self.tasks.kill(NAMESPACE, id, exec_id, 9, false).await;
@@ -331,6 +332,7 @@ impl Service {
                     Err(broadcast::error::RecvError::Closed) => break,
                 },
                 _ = &mut gone => break,
+                _ = io.gone.cancelled() => break,
                 _ = tokio::time::sleep(Duration::from_secs(1)) => {
                     let gone = match out.as_mut() {
                         Some(w) => w.flush().await.is_err(),

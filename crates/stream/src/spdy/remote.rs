@@ -154,6 +154,7 @@ async fn serve(
         stdout,
         stderr,
         resize,
+        gone: token.clone(),
     };
     let outcome = cmd.run(&*backend, io).await;
     for p in pumps {

@@ -120,6 +120,7 @@ async fn serve(
         stdout,
         stderr,
         resize,
+        gone: session.clone(),
     };
     let outcome = cmd.run(&*backend, io).await;
 
