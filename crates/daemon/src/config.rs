@@ -52,6 +52,9 @@ pub struct CriConfig {
     pub default_runtime: String,
     pub stream_server_address: String,
     pub stream_server_port: u16,
+    /// An exec/attach/port-forward connection with no traffic for this long is closed
+    /// (containerd's `stream_idle_timeout`, the kubelet's 4 h).
+    pub stream_idle_timeout_secs: u64,
     pub cni: CniConfig,
     pub runtimes: BTreeMap<String, RuntimeConfig>,
 }
@@ -114,6 +117,7 @@ impl Default for CriConfig {
             default_runtime: "runc".into(),
             stream_server_address: "127.0.0.1".into(),
             stream_server_port: 0,
+            stream_idle_timeout_secs: 4 * 3600,
             cni: CniConfig::default(),
             runtimes: BTreeMap::from([
                 ("runc".into(), runtime("runc")),

@@ -150,6 +150,7 @@ async fn start_stream_server(cfg: &Config, daemon: &Arc<Daemon>) -> anyhow::Resu
         berth_stream::Config {
             address,
             port: cfg.cri.stream_server_port,
+            idle_timeout: Duration::from_secs(cfg.cri.stream_idle_timeout_secs.max(1)),
             ..Default::default()
         },
         Arc::new(crate::cri::streaming::StreamBackend(Arc::downgrade(daemon))),
