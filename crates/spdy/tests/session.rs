@@ -446,3 +446,33 @@ async fn dropping_every_handle_ends_the_session() {
     timeout(T, server.closed()).await.unwrap();
     assert!(p.client_io_dropped.load(Ordering::SeqCst));
 }
+
+#[tokio::test]
+async fn unread_streams_do_not_starve_the_others() {
+    let mut p = pair();
+    let mut parked = Vec::new();
+    for _ in 0..3 {
+        let c = p.client.clone();
+        let opener = tokio::spawn(async move { c.open(vec![], false).await });
+        parked.push(timeout(T, p.server_in.accept()).await.unwrap().unwrap());
+        let mut s = opener.await.unwrap().unwrap();
+        // Fill this stream's whole window; the server never reads it.
+        timeout(T, s.write_all(&vec![1u8; 64 * 1024]))
+            .await
+            .unwrap()
+            .unwrap();
+        parked.push(s);
+    }
+    let c = p.client.clone();
+    let opener = tokio::spawn(async move { c.open(vec![], false).await });
+    let mut srv = timeout(T, p.server_in.accept()).await.unwrap().unwrap();
+    let mut cli = opener.await.unwrap().unwrap();
+    let writer = tokio::spawn(async move {
+        cli.write_all(&vec![2u8; 1024 * 1024]).await.unwrap();
+        cli.shutdown().await.unwrap();
+        cli
+    });
+    let got = timeout(T, read_all(&mut srv)).await.unwrap().unwrap();
+    assert_eq!(got.len(), 1024 * 1024);
+    let _cli = writer.await.unwrap();
+}
