@@ -476,3 +476,12 @@ async fn unread_streams_do_not_starve_the_others() {
     assert_eq!(got.len(), 1024 * 1024);
     let _cli = writer.await.unwrap();
 }
+
+#[test]
+fn handles_can_move_between_tasks() {
+    fn check<T: Send + Sync + Unpin + 'static>() {}
+    check::<Session>();
+    check::<Incoming>();
+    check::<Stream>();
+    check::<Error>();
+}
