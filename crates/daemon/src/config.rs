@@ -55,6 +55,11 @@ pub struct CriConfig {
     /// An exec/attach/port-forward connection with no traffic for this long is closed
     /// (containerd's `stream_idle_timeout`, the kubelet's 4 h).
     pub stream_idle_timeout_secs: u64,
+    /// Serve exec/attach/port-forward over TLS (containerd's `enable_tls_streaming`): with the
+    /// key pair below, or a self-signed certificate made at start-up when they are empty.
+    pub enable_tls_streaming: bool,
+    pub tls_cert_file: PathBuf,
+    pub tls_key_file: PathBuf,
     pub cni: CniConfig,
     pub runtimes: BTreeMap<String, RuntimeConfig>,
 }
@@ -118,6 +123,9 @@ impl Default for CriConfig {
             stream_server_address: "127.0.0.1".into(),
             stream_server_port: 0,
             stream_idle_timeout_secs: 4 * 3600,
+            enable_tls_streaming: false,
+            tls_cert_file: PathBuf::new(),
+            tls_key_file: PathBuf::new(),
             cni: CniConfig::default(),
             runtimes: BTreeMap::from([
                 ("runc".into(), runtime("runc")),

@@ -146,11 +146,26 @@ async fn start_stream_server(cfg: &Config, daemon: &Arc<Daemon>) -> anyhow::Resu
             cfg.cri.stream_server_address
         )
     })?;
+    let c = &cfg.cri;
+    let tls = match (
+        c.enable_tls_streaming,
+        c.tls_cert_file.as_os_str().is_empty(),
+        c.tls_key_file.as_os_str().is_empty(),
+    ) {
+        (false, _, _) => None,
+        (true, true, true) => Some(berth_stream::TlsConfig::SelfSigned),
+        (true, false, false) => Some(berth_stream::TlsConfig::Files {
+            cert: c.tls_cert_file.clone(),
+            key: c.tls_key_file.clone(),
+        }),
+        _ => bail!("[cri] tls_cert_file and tls_key_file must be set together"),
+    };
     let server = berth_stream::Server::start(
         berth_stream::Config {
             address,
             port: cfg.cri.stream_server_port,
             idle_timeout: Duration::from_secs(cfg.cri.stream_idle_timeout_secs.max(1)),
+            tls,
             ..Default::default()
         },
         Arc::new(crate::cri::streaming::StreamBackend(Arc::downgrade(daemon))),

@@ -17,4 +17,6 @@ pub enum Error {
     TooManyPending(usize),
     #[error("drawing a random streaming token: {0}")]
     Random(String),
+    #[error("streaming server TLS: {0}")]
+    Tls(String),
 }

@@ -48,6 +48,8 @@ pub struct Server {
     addr: SocketAddr,
     shared: Arc<Shared>,
     stop: CancellationToken,
+    /// The serving certificate (PEM) when TLS is on.
+    cert_pem: Option<String>,
 }
 
 impl Drop for Server {
@@ -72,13 +74,33 @@ impl Server {
             backend,
             sessions: AtomicUsize::new(0),
         });
+        let tls = match &shared.cfg.tls {
+            Some(t) => Some(crate::tls::build(t, addr.ip())?),
+            None => None,
+        };
+        let cert_pem = tls.as_ref().map(|t| t.cert_pem.clone());
         let stop = CancellationToken::new();
-        tokio::spawn(accept_loop(listener, shared.clone(), stop.clone()));
-        Ok(Server { addr, shared, stop })
+        tokio::spawn(accept_loop(
+            listener,
+            shared.clone(),
+            stop.clone(),
+            tls.map(|t| t.acceptor),
+        ));
+        Ok(Server {
+            addr,
+            shared,
+            stop,
+            cert_pem,
+        })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The PEM of the certificate served when TLS is on (self-signed ones can be pinned).
+    pub fn certificate_pem(&self) -> Option<&str> {
+        self.cert_pem.as_deref()
     }
 
     /// Upgraded exec/attach/port-forward sessions still running (for tests and metrics).
@@ -141,7 +163,12 @@ impl Server {
     fn url(&self, req: Pending) -> Result<String, Error> {
         let kind = req.path_kind();
         let token = self.shared.tokens.insert(req)?;
-        Ok(format!("http://{}/{kind}/{token}", self.addr))
+        let scheme = if self.cert_pem.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        Ok(format!("{scheme}://{}/{kind}/{token}", self.addr))
     }
 }
 
@@ -155,7 +182,15 @@ fn check_streams(stdin: bool, stdout: bool, stderr: bool, tty: bool) -> Result<(
     Ok(())
 }
 
-async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, stop: CancellationToken) {
+/// A TLS handshake that takes longer than this is dropped.
+const TLS_HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+async fn accept_loop(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    stop: CancellationToken,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+) {
     loop {
         let (tcp, peer) = tokio::select! {
             _ = stop.cancelled() => return,
@@ -170,21 +205,29 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, stop: Cancellat
             },
         };
         let _ = tcp.set_nodelay(true);
-        tokio::spawn(serve_connection(
-            tcp,
-            peer,
-            shared.clone(),
-            stop.child_token(),
-        ));
+        let (shared, conn) = (shared.clone(), stop.child_token());
+        match &tls {
+            None => {
+                tokio::spawn(serve_connection(tcp, peer, shared, conn));
+            }
+            Some(acceptor) => {
+                let acceptor = acceptor.clone();
+                tokio::spawn(async move {
+                    match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                        Ok(Ok(stream)) => serve_connection(stream, peer, shared, conn).await,
+                        Ok(Err(e)) => tracing::debug!("streaming TLS handshake from {peer}: {e}"),
+                        Err(_) => tracing::debug!("streaming TLS handshake from {peer} timed out"),
+                    }
+                });
+            }
+        }
     }
 }
 
-async fn serve_connection(
-    tcp: tokio::net::TcpStream,
-    peer: SocketAddr,
-    shared: Arc<Shared>,
-    conn: CancellationToken,
-) {
+async fn serve_connection<S>(tcp: S, peer: SocketAddr, shared: Arc<Shared>, conn: CancellationToken)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
+{
     let activity = Activity::new();
     tokio::spawn(idle::watchdog(
         activity.clone(),

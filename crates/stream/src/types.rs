@@ -13,6 +13,8 @@ pub struct Config {
     pub idle_timeout: Duration,
     /// SPDY streams (or forwarded WebSocket ports) one connection may hold at once.
     pub max_streams_per_connection: usize,
+    /// None: plain HTTP (the default, as containerd's `enable_tls_streaming = false`).
+    pub tls: Option<crate::tls::TlsConfig>,
 }
 
 impl Default for Config {
@@ -23,6 +25,7 @@ impl Default for Config {
             token_ttl: Duration::from_secs(60),
             idle_timeout: Duration::from_secs(4 * 3600),
             max_streams_per_connection: 128,
+            tls: None,
         }
     }
 }
