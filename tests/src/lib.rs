@@ -8,6 +8,7 @@ pub mod cri;
 pub mod daemon;
 pub mod oci;
 pub mod registry;
+pub mod spdy_client;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
