@@ -241,19 +241,52 @@ impl Service {
             phase("pod files and shm");
             meta.shm_mounted = true;
         }
-        if !host_network {
+        let net = if host_network {
+            None
+        } else {
             let netns = self.cri.cni.create_netns(&id).await.map_err(cni_status)?;
             phase("netns");
             meta.netns = Some(netns);
-            let net = self.pod_network(meta)?;
-            let status = self.cri.cni.setup(&net).await.map_err(cni_status)?;
+            Some(self.pod_network(meta)?)
+        };
+        // The pause container needs the namespace, not its addresses: CNI ADD runs while the
+        // pause task is made (each failure path tears both down).
+        let cni = async {
+            let Some(net) = &net else {
+                return Ok(Vec::new());
+            };
+            let status = self.cri.cni.setup(net).await.map_err(cni_status)?;
             phase("CNI ADD");
-            meta.ips = status
-                .interfaces_ips
-                .iter()
-                .map(|ip| ip.to_string())
-                .collect();
-        }
+            Ok::<_, Status>(
+                status
+                    .interfaces_ips
+                    .iter()
+                    .map(|ip| ip.to_string())
+                    .collect(),
+            )
+        };
+        let pause = self.create_pause(meta.clone(), handler, &image, &files, &phase);
+        let (ips, pid) = tokio::join!(cni, pause);
+        meta.ips = ips?;
+        meta.pid = pid?;
+        meta.state = SandboxState::Ready;
+        self.cri.records.put_sandbox(meta.clone());
+        self.cri_save_meta(&id, meta.to_blob()).await?;
+        self.watch_sandbox(&id);
+        tracing::info!(pod = %meta.name, id = %id, ips = ?meta.ips, "pod sandbox ready");
+        Ok(())
+    }
+
+    /// Spec, snapshot and record of the pause container, then its task, started; its pid.
+    async fn create_pause(
+        &self,
+        meta: SandboxMeta,
+        handler: &super::handlers::Handler,
+        image: &images::RunnableImage,
+        files: &berth_cri::PodFiles,
+        phase: &(dyn Fn(&str) + Sync),
+    ) -> Result<u32, Status> {
+        let id = meta.id.clone();
         let image_cfg = berth_spec::ImageRuntimeConfig::from_image_config(&image.config)
             .map_err(|e| Status::failed_precondition(format!("sandbox image config: {e}")))?;
         // Only the handler's allowed annotations reach the runtime (a sandbox runtime reads them).
@@ -266,7 +299,7 @@ impl Service {
             image: &image_cfg,
             rootfs: None,
             netns: meta.netns.as_deref(),
-            files: &files,
+            files,
             cgroup_parent: &meta.cgroup_parent,
             oom_score_adj_min: oom_score_adj_min(),
         })
@@ -297,9 +330,8 @@ impl Service {
             }
             mounts
         };
-        self.cri.records.put_sandbox(meta.clone());
+        self.cri.records.put_sandbox(meta);
         phase("spec, snapshot and record");
-
         let pid = self
             .tasks
             .create(
@@ -315,15 +347,9 @@ impl Service {
             )
             .await
             .status()?;
-        meta.pid = pid;
         self.tasks.start(NAMESPACE, &id, "").await.status()?;
         phase("task create and start");
-        meta.state = SandboxState::Ready;
-        self.cri.records.put_sandbox(meta.clone());
-        self.cri_save_meta(&id, meta.to_blob()).await?;
-        self.watch_sandbox(&id);
-        tracing::info!(pod = %meta.name, id = %id, ips = ?meta.ips, "pod sandbox ready");
-        Ok(())
+        Ok(pid)
     }
 
     /// The CNI view of a pod: its netns, CNI_ARGS and port mappings.
