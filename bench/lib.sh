@@ -165,3 +165,48 @@ daemon_mem() {
     done
     echo "$rss $pss $shim_rss $n"
 }
+
+# ---- streaming (bench/stream.sh) ----
+
+# Stops the CRI daemon whose directory is $1 (pid, sock, bridge, cgroup files in it) and removes
+# everything its run left behind, finished or not: pods of the tags $3... (through CRI while it
+# still answers, with $DRIVER), shims, runc state under $1/runc naming paths under $2 (never the
+# system's /run/containerd), pod netns files (found by the namespaces our shims' children are
+# in: containerd 1.6 keeps them in /run/netns), mounts, the bridge, the cgroups.
+stop_cri_daemon() { # dir work tag...
+    d=$1; w=$2; shift 2
+    [ -f "$d/pid" ] || return 0
+    pid=$(cat "$d/pid")
+    if kill -0 "$pid" 2>/dev/null && [ -S "$d/sock" ]; then
+        for tag in "$@"; do
+            timeout 120 "$DRIVER" --socket "$d/sock" teardown --tag "$tag" >/dev/null 2>&1 || true
+        done
+    fi
+    host_ns=$(stat -L -c %i /proc/self/ns/net)
+    inodes=""
+    shims=$(shims_of "$d/sock")
+    for s in $shims; do
+        for c in $(children_of "$s"); do
+            i=$(stat -L -c %i "/proc/$c/ns/net" 2>/dev/null) || continue
+            [ "$i" = "$host_ns" ] || inodes="$inodes $i"
+        done
+    done
+    for s in $shims; do kill -9 "$s" 2>/dev/null || true; done
+    kill "$pid" 2>/dev/null || true
+    i=0; while kill -0 "$pid" 2>/dev/null && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
+    kill -9 "$pid" 2>/dev/null || true
+    for id in $(ls "$d/runc" 2>/dev/null); do
+        grep -qs "$w" "$d/runc/$id/state.json" && runc --root "$d/runc" delete --force "$id" 2>/dev/null || true
+    done
+    for f in /run/netns/*; do
+        [ -e "$f" ] || continue
+        i=$(stat -L -c %i "$f" 2>/dev/null) || continue
+        case " $inodes " in *" $i "*) umount -l "$f" 2>/dev/null || true; rm -f "$f" ;; esac
+    done
+    umount_under "$d"
+    ip link del "$(cat "$d/bridge")" 2>/dev/null || true
+    for c in /sys/fs/cgroup/*/"$(cat "$d/cgroup")"; do
+        [ -d "$c" ] && find "$c" -depth -type d -exec rmdir {} \; 2>/dev/null || true
+    done
+    rm -f "$d/pid"
+}

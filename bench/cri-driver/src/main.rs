@@ -1,16 +1,23 @@
 //! berth-cri-bench: runs one CRI benchmark scenario against any CRI v1 socket (berthd's or
 //! containerd's) and prints its timings as one JSON object on stdout. Used by bench/cri.sh,
-//! which starts the daemons and reads memory between steps; no crictl needed.
+//! which starts the daemons and reads memory between steps, and by bench/stream.sh (exec and
+//! port forward through the daemon's streaming server); no crictl or kubectl needed.
 
 mod connect;
 mod error;
+mod exec_stream;
+mod exec_sync;
 mod images;
 mod list;
 mod pods;
+mod port_forward;
 mod probe;
+mod run_error;
 mod spec;
+mod stream_pod;
 mod summary;
 mod teardown;
+mod upgrade;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -21,7 +28,7 @@ use k8s_cri::v1::image_service_client::ImageServiceClient;
 use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
 use serde_json::{json, Value};
 
-use error::Error;
+use run_error::RunError;
 use summary::{latency_json, ms};
 
 #[derive(Parser)]
@@ -59,6 +66,72 @@ enum Scenario {
         #[arg(long, default_value_t = 0)]
         expect: usize,
     },
+    /// Start the streaming benchmarks' pod: container c0 sleeps, c1 serves a file of --bytes
+    /// zero bytes at /big with busybox httpd on --port; returns once the server listens.
+    StreamPod(StreamPodArgs),
+    /// Median/p99 round trip of ExecSync running `true` in --container.
+    ExecSync {
+        #[arg(long)]
+        container: String,
+        #[arg(long, default_value_t = 100)]
+        calls: usize,
+    },
+    /// Median/p99 round trip of Exec + a SPDY v4.channel.k8s.io session running `true`
+    /// (stdout and stderr, no tty) until its status arrives.
+    ExecStream {
+        #[arg(long)]
+        container: String,
+        #[arg(long, default_value_t = 100)]
+        calls: usize,
+    },
+    /// PortForward + a SPDY portforward.k8s.io session downloading /big (--bytes long) from
+    /// the HTTP server on --port in --pod; MB/s (10^6 bytes) of each of --transfers downloads.
+    PortForward(PortForwardArgs),
+}
+
+#[derive(Args)]
+struct StreamPodArgs {
+    /// A busybox image (sleep, sh, head, httpd).
+    #[arg(long)]
+    image: String,
+    #[arg(long)]
+    pause_image: Option<String>,
+    #[arg(long)]
+    pause_already_pulled: bool,
+    #[arg(long, default_value = "stream")]
+    tag: String,
+    #[arg(long)]
+    log_dir: PathBuf,
+    #[arg(long, default_value = "")]
+    cgroup_parent: String,
+    #[arg(long, default_value = "")]
+    runtime_handler: String,
+    #[arg(long, default_value_t = 100_000_000)]
+    bytes: u64,
+    #[arg(long, default_value_t = 8080)]
+    port: u16,
+    /// How long the server may take to write the file and listen.
+    #[arg(long, default_value_t = 120)]
+    ready_timeout_secs: u64,
+}
+
+#[derive(Args)]
+struct PortForwardArgs {
+    #[arg(long)]
+    pod: String,
+    #[arg(long, default_value_t = 8080)]
+    port: u16,
+    /// Size of /big on the server; a response of another length fails the run.
+    #[arg(long, default_value_t = 100_000_000)]
+    bytes: u64,
+    #[arg(long, default_value_t = 1)]
+    transfers: usize,
+    /// SPDY receive window per stream announced to the server, in KiB. kubectl's SPDY library
+    /// announces none and ignores windows, so a large one keeps flow control out of the way.
+    #[arg(long, default_value_t = 16 * 1024)]
+    window_kib: u32,
+    #[arg(long, default_value_t = 300)]
+    transfer_timeout_secs: u64,
 }
 
 #[derive(Args)]
@@ -100,7 +173,7 @@ struct PodsArgs {
     check_http: Option<u16>,
 }
 
-async fn run(cli: Cli) -> Result<Value, Error> {
+async fn run(cli: Cli) -> Result<Value, RunError> {
     let channel = connect::channel(&cli.socket, Duration::from_secs(cli.rpc_timeout_secs)).await?;
     let runtime = RuntimeServiceClient::new(channel.clone());
     let mut image = ImageServiceClient::new(channel);
@@ -159,6 +232,73 @@ async fn run(cli: Cli) -> Result<Value, Error> {
                 "stats_entries": l.with_stats,
                 "list_containers": latency_json(&l.list_containers),
                 "list_container_stats": latency_json(&l.list_container_stats),
+            }))
+        }
+        Scenario::StreamPod(a) => {
+            let mut wanted = vec![a.image.as_str()];
+            wanted.extend(a.pause_image.as_deref());
+            images::ensure(&mut image, &wanted, a.pause_already_pulled).await?;
+            let plan = spec::Plan {
+                tag: a.tag,
+                image: a.image,
+                command: vec!["sleep".into(), "3600".into()],
+                containers_per_pod: 2,
+                log_dir: a.log_dir,
+                cgroup_parent: a.cgroup_parent,
+                runtime_handler: a.runtime_handler,
+            };
+            let patience = Duration::from_secs(a.ready_timeout_secs);
+            let p = stream_pod::start(runtime, &plan, a.bytes, a.port, patience).await?;
+            Ok(json!({
+                "scenario": "stream-pod",
+                "pod": p.pod,
+                "sleeper": p.sleeper,
+                "server": p.server,
+                "ip": p.ip,
+                "port": a.port,
+                "path": stream_pod::SERVED_PATH,
+                "bytes": a.bytes,
+            }))
+        }
+        Scenario::ExecSync { container, calls } => {
+            let d = exec_sync::measure(runtime, &container, calls).await?;
+            Ok(
+                json!({"scenario": "exec-sync", "container": container, "round_trip": latency_json(&d)}),
+            )
+        }
+        Scenario::ExecStream { container, calls } => {
+            let d = exec_stream::measure(runtime, &container, calls).await?;
+            Ok(json!({
+                "scenario": "exec-stream",
+                "protocol": exec_stream::PROTOCOL,
+                "container": container,
+                "round_trip": latency_json(&d),
+            }))
+        }
+        Scenario::PortForward(a) => {
+            let plan = port_forward::Plan {
+                pod: a.pod,
+                port: a.port,
+                path: stream_pod::SERVED_PATH.into(),
+                bytes: a.bytes,
+                window: a.window_kib.saturating_mul(1024),
+                timeout: Duration::from_secs(a.transfer_timeout_secs),
+            };
+            let t = port_forward::measure(runtime, &plan, a.transfers).await?;
+            let rate = |d| port_forward::Transfer::mb_per_s(plan.bytes, d);
+            let total: Vec<f64> = t.iter().map(|x| rate(x.total)).collect();
+            let body: Vec<f64> = t.iter().map(|x| rate(x.body)).collect();
+            Ok(json!({
+                "scenario": "port-forward",
+                "protocol": port_forward::PROTOCOL,
+                "pod": plan.pod,
+                "port": plan.port,
+                "bytes": plan.bytes,
+                "window_kib": a.window_kib,
+                "mb_per_s": total,
+                "median_mb_per_s": port_forward::median(&total),
+                "body_mb_per_s": body,
+                "median_body_mb_per_s": port_forward::median(&body),
             }))
         }
     }
