@@ -7,7 +7,7 @@ use std::sync::Arc;
 use berth_spdy::{Session, Stream};
 use hyper::body::Incoming;
 use hyper::{Request, Response};
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
@@ -76,12 +76,14 @@ async fn serve(
                 continue;
             }
         }
+        // Only a complete pair leaves the map: a half-arrived one waits for its other stream.
+        let complete = pending
+            .get(&id)
+            .is_some_and(|p| p.error.is_some() && p.data.is_some());
         if let Some(Pair {
             error: Some(error),
             data: Some(data),
-        }) = pending
-            .remove(&id)
-            .filter(|p| p.error.is_some() && p.data.is_some())
+        }) = complete.then(|| pending.remove(&id)).flatten()
         {
             forwards.spawn(forward(error, data, pf.clone(), backend.clone()));
         }
@@ -119,13 +121,49 @@ async fn forward(
         Err(e) => Err(e),
     };
     match target {
-        Ok(mut target) => {
-            let _ = tokio::io::copy_bidirectional(&mut data, &mut target).await;
-        }
+        Ok(target) => pump(&mut data, target).await,
         Err(msg) => {
             let _ = error.write_all(msg.as_bytes()).await;
             let _ = data.shutdown().await;
         }
     }
     let _ = error.shutdown().await;
+    // Dropping a stream the client has not finished resets it, and a reset may overtake the
+    // data still queued for it: wait (bounded) for the client to finish its side first.
+    let _ = tokio::time::timeout(CLIENT_FINISH, async {
+        let _ = drain_to_eof(&mut data).await;
+        let _ = drain_to_eof(&mut error).await;
+    })
+    .await;
+}
+
+/// How long a finished forward waits for its client to close the streams before dropping them.
+const CLIENT_FINISH: std::time::Duration = std::time::Duration::from_secs(5);
+
+async fn drain_to_eof(s: &mut Stream) -> std::io::Result<()> {
+    let mut buf = [0u8; 4096];
+    while s.read(&mut buf).await? > 0 {}
+    Ok(())
+}
+
+/// Copies both ways until the pod side ends the connection: the client's half-close reaches the
+/// pod as a TCP half-close, the pod's end reaches the client as FIN on the data stream.
+async fn pump(data: &mut Stream, target: crate::backend::BoxStream) {
+    let (mut from_pod, mut to_pod) = tokio::io::split(target);
+    let (mut from_client, mut to_client) = tokio::io::split(data);
+    let up = async {
+        let _ = tokio::io::copy(&mut from_client, &mut to_pod).await;
+        let _ = to_pod.shutdown().await;
+    };
+    let down = async {
+        let _ = tokio::io::copy(&mut from_pod, &mut to_client).await;
+        let _ = to_client.shutdown().await;
+    };
+    tokio::pin!(up);
+    tokio::pin!(down);
+    tokio::select! {
+        _ = &mut down => {}
+        // The client is done sending; the pod still answers until it closes.
+        _ = &mut up => (&mut down).await,
+    }
 }
