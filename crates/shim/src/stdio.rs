@@ -27,11 +27,63 @@ pub struct StdioPaths {
 
 /// Write side of the pipe feeding the process's stdin; `close` = CloseIO.
 #[derive(Clone, Default)]
-pub struct StdinCloser(Arc<Mutex<Option<File>>>);
+pub struct StdinCloser {
+    writer: Arc<Mutex<Option<File>>>,
+    /// The FIFO the copier reads (a dup), to see what the client wrote that is not moved yet.
+    fifo: Arc<Mutex<Option<File>>>,
+    /// Set while the copier holds bytes it has read but not yet written.
+    busy: Arc<std::sync::atomic::AtomicBool>,
+}
+
+/// Bytes waiting in a pipe or FIFO.
+fn unread(f: &File) -> usize {
+    let mut n: libc::c_int = 0;
+    // SAFETY: FIONREAD writes one c_int through the pointer, which points at a live c_int; the
+    // fd is owned by `f` and open for the duration of the call.
+    let r = unsafe { libc::ioctl(f.as_raw_fd(), libc::FIONREAD, &mut n) };
+    if r < 0 {
+        0
+    } else {
+        n.max(0) as usize
+    }
+}
 
 impl StdinCloser {
+    fn new(writer: File) -> StdinCloser {
+        StdinCloser {
+            writer: Arc::new(Mutex::new(Some(writer))),
+            ..Default::default()
+        }
+    }
+
+    /// CloseIO: the process sees EOF on stdin — after what the client wrote before closing has
+    /// reached it (the client writes the FIFO, then asks for the close at once).
     pub fn close(&self) {
-        if let Ok(mut g) = self.0.lock() {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+        let idle = || {
+            !self.busy.load(std::sync::atomic::Ordering::SeqCst)
+                && self
+                    .fifo
+                    .lock()
+                    .map(|f| f.as_ref().map_or(0, unread) == 0)
+                    .unwrap_or(true)
+        };
+        // Idle twice in a row, a few ms apart: the copier has had time to mark a read it just
+        // finished as busy.
+        while std::time::Instant::now() < deadline {
+            if idle() {
+                std::thread::sleep(std::time::Duration::from_millis(5));
+                if idle() {
+                    break;
+                }
+            }
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
+        self.close_now();
+    }
+
+    fn close_now(&self) {
+        if let Ok(mut g) = self.writer.lock() {
             g.take();
         }
     }
@@ -39,20 +91,26 @@ impl StdinCloser {
 
 /// Copies everything from `src` into the shared writer until either side ends.
 fn copy_into_shared(mut src: File, dst: StdinCloser) {
+    if let (Ok(dup), Ok(mut g)) = (src.try_clone(), dst.fifo.lock()) {
+        *g = Some(dup);
+    }
     std::thread::spawn(move || {
         let mut buf = [0u8; 8192];
         loop {
+            dst.busy.store(false, std::sync::atomic::Ordering::SeqCst);
             let n = match src.read(&mut buf) {
                 Ok(0) | Err(_) => break,
                 Ok(n) => n,
             };
-            let Ok(mut g) = dst.0.lock() else { break };
+            dst.busy.store(true, std::sync::atomic::Ordering::SeqCst);
+            let Ok(mut g) = dst.writer.lock() else { break };
             let ok = g.as_mut().is_some_and(|w| w.write_all(&buf[..n]).is_ok());
             if !ok {
                 break;
             }
         }
-        dst.close();
+        dst.busy.store(false, std::sync::atomic::Ordering::SeqCst);
+        dst.close_now();
     });
 }
 
@@ -91,7 +149,7 @@ pub fn open(paths: &StdioPaths, id: &str, namespace: &str) -> Result<(RuntimeIo,
         // A pipe (not the FIFO itself) so CloseIO can give the process EOF.
         let fifo = open_fifo_rdwr(&paths.stdin)?;
         let (r, w) = pipe()?;
-        let closer = StdinCloser(Arc::new(Mutex::new(Some(w))));
+        let closer = StdinCloser::new(w);
         copy_into_shared(fifo, closer.clone());
         rio.stdin = Some(OwnedFd::from(r));
         pio.stdin = Some(closer);
@@ -301,7 +359,7 @@ pub fn attach_console(master: &File, paths: &StdioPaths) -> Result<ProcessIo> {
     if !paths.stdin.is_empty() {
         let fifo = open_fifo_rdwr(&paths.stdin)?;
         let w = master.try_clone().map_err(Error::io("dup console"))?;
-        let closer = StdinCloser(Arc::new(Mutex::new(Some(w))));
+        let closer = StdinCloser::new(w);
         copy_into_shared(fifo, closer.clone());
         pio.stdin = Some(closer);
     }
