@@ -185,7 +185,10 @@ impl Service {
         if let (Some(stdin), Some(path)) = (io.stdin.take(), fifos.stdin.clone()) {
             side_tasks.push(self.pump_stdin(stdin, path, id, exec_id));
         }
-        if let Some(mut sizes) = io.resize.take() {
+        let started = self.tasks.start(NAMESPACE, id, exec_id).await;
+        // Sizes can only be set once the process (and its terminal) exists; the ones the
+        // client sent meanwhile wait in the channel.
+        if let (Ok(_), Some(mut sizes)) = (&started, io.resize.take()) {
             let (s, id, exec_id) = (self.clone(), id.to_string(), exec_id.to_string());
             side_tasks.push(tokio::spawn(async move {
                 while let Some(sz) = sizes.recv().await {
@@ -196,7 +199,6 @@ impl Service {
                 }
             }));
         }
-        let started = self.tasks.start(NAMESPACE, id, exec_id).await;
         let result = match started {
             Err(e) => Err(BackendError::Failed(e.to_string())),
             Ok(_) => {
