@@ -13,6 +13,9 @@
 # Each figure in the table is the median over the RUNS runs (a fresh daemon each run).
 # usage: bench/stream.sh [RUNS=3]    (root; builds berthd, its shim and the driver in release mode)
 #   KINDS="containerd berthd" chooses the daemons; CALLS (100), TRANSFERS (3), BYTES (100000000);
+#   WINDOW_KIB (16384): the SPDY receive window the driver announces. kubectl's SPDY library
+#   announces none and ignores windows, so servers that honour flow control (berthd) never
+#   throttle it; a small window here would hold back berthd alone (containerd ignores it).
 #   BERTHD_LOG=debug makes the berthd log kept for a failed step useful; KEEP_LOGS=1 keeps every
 #   daemon's log in target/stream-bench-logs.
 # A step that fails is reported (step, the driver's error, log tail; the whole log is kept in
@@ -26,6 +29,7 @@ KINDS=${KINDS:-containerd berthd}
 CALLS=${CALLS:-100}
 TRANSFERS=${TRANSFERS:-3}
 BYTES=${BYTES:-100000000}
+WINDOW_KIB=${WINDOW_KIB:-16384}
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$PWD/target}
 case " $KINDS " in
     *" berthd "*) cargo build --release -q -p berthd -p berth-shim -p berth-cri-bench --bin berthd --bin containerd-shim-berth-v2 --bin berth-cri-bench ;;
@@ -103,7 +107,7 @@ run_one() {
         --pause-image "$PAUSE" --pause-already-pulled --log-dir "$d/logs" --cgroup-parent "/$(cat "$d/cgroup")"; then
         step exec-sync exec-sync --container "$(j pod .sleeper)" --calls "$CALLS" || true
         step exec-stream exec-stream --container "$(j pod .sleeper)" --calls "$CALLS" || true
-        step pf port-forward --pod "$(j pod .pod)" --port 8080 --bytes "$BYTES" --transfers "$TRANSFERS" || true
+        step pf port-forward --pod "$(j pod .pod)" --port 8080 --bytes "$BYTES" --transfers "$TRANSFERS" --window-kib "$WINDOW_KIB" || true
     fi
     step td teardown --tag stream || true
     if [ -n "${KEEP_LOGS:-}" ]; then mkdir -p "$LOGS"; sed 's/\x1b\[[0-9;]*m//g' "$d/log" >"$LOGS/$kind-$r.log"; fi
