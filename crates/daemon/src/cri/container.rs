@@ -308,7 +308,7 @@ impl Service {
             // Attach sessions write the container's stdin here.
             fifos = fifos.with_stdin();
         }
-        self.attach_log(meta, &fifos).await?;
+        let keepalive = self.attach_log(meta, &fifos).await?;
         let spec = self.cri_record_spec(&meta.id).await?;
         let rootfs = self.cri_rootfs_mounts(&meta.id).await?;
         let handler = self.cri.handlers.get(&sandbox.runtime_handler)?;
@@ -332,13 +332,20 @@ impl Service {
             .status()?;
         // Taken before the start: a process that exits at once must not finish before it began.
         let started_at = now_nanos();
-        let pid = self.tasks.start(NAMESPACE, &meta.id, "").await.status()?;
+        let pid = self.tasks.start(NAMESPACE, &meta.id, "").await.status();
+        drop(keepalive);
+        let pid = pid?;
         Ok((pid, started_at))
     }
 
     /// Opens the container's FIFOs and copies what arrives into its CRI log file (or drops it
     /// when the container has no log path) until the process exits. Also used after a restart.
-    pub async fn attach_log(&self, meta: &ContainerMeta, fifos: &Fifos) -> Result<(), Status> {
+    /// Returns the FIFOs' keep-alive write ends: drop them once the task has started.
+    pub async fn attach_log(
+        &self,
+        meta: &ContainerMeta,
+        fifos: &Fifos,
+    ) -> Result<Vec<tokio::net::unix::pipe::Sender>, Status> {
         let f = fifos.clone();
         blocking(move || {
             f.create()
@@ -349,8 +356,15 @@ impl Service {
             super::io::open_reader(p)
                 .map_err(|e| Status::internal(format!("open {}: {e}", p.display())))
         };
-        let stdout = open(&fifos.stdout)?;
-        let stderr = fifos.stderr.as_deref().map(open).transpose()?;
+        let (stdout, out_keep) = open(&fifos.stdout)?;
+        let mut keepalive = vec![out_keep];
+        let stderr = match fifos.stderr.as_deref().map(open).transpose()? {
+            Some((rx, keep)) => {
+                keepalive.push(keep);
+                Some(rx)
+            }
+            None => None,
+        };
         let log = match &meta.log_path {
             Some(p) => LogFile::open(p)
                 .await
@@ -386,7 +400,7 @@ impl Service {
             s.cri.forget_output_tap(&id);
             fifos.remove();
         });
-        Ok(())
+        Ok(keepalive)
     }
 
     /// Records the exit of the container's process when it happens.

@@ -71,15 +71,15 @@ impl Service {
             open_reader(p).map_err(|e| Status::internal(format!("open {}: {e}", p.display())))
         };
         let (tx, rx) = tokio::sync::watch::channel(false);
-        let out = tokio::spawn(collect(
-            UntilExit::new(open(&fifos.stdout)?, rx.clone()),
-            MAX_OUTPUT,
-        ));
+        let (out_rx, out_keep) = open(&fifos.stdout)?;
+        let out = tokio::spawn(collect(UntilExit::new(out_rx, rx.clone()), MAX_OUTPUT));
         let stderr = fifos
             .stderr
             .as_deref()
             .ok_or_else(|| Status::internal("exec without stderr FIFO"))?;
-        let err = tokio::spawn(collect(UntilExit::new(open(stderr)?, rx), MAX_OUTPUT));
+        let (err_rx, err_keep) = open(stderr)?;
+        let err = tokio::spawn(collect(UntilExit::new(err_rx, rx), MAX_OUTPUT));
+        let keepalive = (out_keep, err_keep);
         self.tasks
             .exec(
                 NAMESPACE,
@@ -98,6 +98,8 @@ impl Service {
             .await
             .status()?;
         let started = self.tasks.start(NAMESPACE, id, exec_id).await.status();
+        // The process holds its ends now (or never will): the output ends when it closes them.
+        drop(keepalive);
         let exit = match started {
             Err(e) => Err(e),
             Ok(_) => {

@@ -70,12 +70,14 @@ impl Fifos {
     }
 }
 
-/// Opens a FIFO's read side without waiting for a writer. Read-write, so that no spurious end of
-/// file is seen before the shim opens it or between two writers; the copiers end on the exit.
-pub fn open_reader(path: &Path) -> std::io::Result<pipe::Receiver> {
-    pipe::OpenOptions::new()
-        .read_write(true)
-        .open_receiver(path)
+/// Opens a FIFO's read side without waiting for a writer, and a write end of our own that keeps
+/// the reader from seeing end of file before the process holds its end. Drop the keep-alive once
+/// the process has started: the reader then ends exactly when the process (and whatever
+/// inherited its output) has closed it, with no waiting for a quiet pipe.
+pub fn open_reader(path: &Path) -> std::io::Result<(pipe::Receiver, pipe::Sender)> {
+    let rx = pipe::OpenOptions::new().open_receiver(path)?;
+    let keepalive = pipe::OpenOptions::new().open_sender(path)?;
+    Ok((rx, keepalive))
 }
 
 /// Opens a FIFO's write side without waiting for a reader (read-write, as for readers).

@@ -57,7 +57,8 @@ impl Service {
                     if c.config.stdin {
                         fifos = fifos.with_stdin();
                     }
-                    if let Err(e) = self.attach_log(&c, &fifos).await {
+                    // The running process already holds its ends: no keep-alive needed.
+                    if let Err(e) = self.attach_log(&c, &fifos).await.map(drop) {
                         tracing::warn!(id = %id, error = %e, "reattach container log");
                     }
                     self.watch_container(&id);

@@ -140,8 +140,10 @@ impl Service {
         let (exited_tx, exited) = watch::channel(false);
         let broken = Arc::new(Notify::new());
         let mut pumps = Vec::new();
+        let mut keepalive = Vec::new();
         if let Some(out) = io.stdout.take() {
-            let r = open_reader(&fifos.stdout)?;
+            let (r, keep) = open_reader(&fifos.stdout)?;
+            keepalive.push(keep);
             pumps.push(tokio::spawn(pump_out(
                 UntilExit::new(r, exited.clone()),
                 out,
@@ -149,11 +151,13 @@ impl Service {
             )));
         } else {
             // Nobody reads it: drain it anyway so the process never blocks on a full pipe.
-            let r = open_reader(&fifos.stdout)?;
+            let (r, keep) = open_reader(&fifos.stdout)?;
+            keepalive.push(keep);
             pumps.push(tokio::spawn(drain(UntilExit::new(r, exited.clone()))));
         }
         if let Some(path) = &fifos.stderr {
-            let r = open_reader(path)?;
+            let (r, keep) = open_reader(path)?;
+            keepalive.push(keep);
             match io.stderr.take() {
                 Some(err) => pumps.push(tokio::spawn(pump_out(
                     UntilExit::new(r, exited.clone()),
@@ -186,6 +190,7 @@ impl Service {
             side_tasks.push(self.pump_stdin(stdin, path, id, exec_id));
         }
         let started = self.tasks.start(NAMESPACE, id, exec_id).await;
+        drop(keepalive);
         // Sizes can only be set once the process (and its terminal) exists; the ones the
         // client sent meanwhile wait in the channel.
         if let (Ok(_), Some(mut sizes)) = (&started, io.resize.take()) {
