@@ -398,34 +398,37 @@ impl PortForward {
 }
 
 impl Forwarded {
-    /// Sends `request`, half-closes, and reads the answer until the server's FIN on `data`;
-    /// then the error stream's text (empty when the forward worked).
+    /// Sends `request` and reads the answer until the server's FIN on `data`, then the error
+    /// stream's text (empty when the forward worked). As kubectl does, a broken `data` stream
+    /// is only an error when the error stream does not say why: a server that refuses a
+    /// connection may reset `data` while the request is still being written.
     pub async fn exchange(mut self, request: &[u8]) -> Result<(Vec<u8>, String), ClientError> {
-        let io = |source| ClientError::Stream {
-            kind: "data",
-            source,
-        };
-        self.data.write_all(request).await.map_err(io)?;
-        self.data.flush().await.map_err(io)?;
         let mut answer = Vec::new();
-        if let Err(source) = self.data.read_to_end(&mut answer).await {
-            // What the server said on the error stream explains most broken connections.
-            let error = tokio::time::timeout(
-                Duration::from_secs(2),
-                read_to_end(&mut self.error, "error"),
-            )
+        let mut broken = self.data.write_all(request).await.err();
+        if broken.is_none() {
+            broken = self.data.flush().await.err();
+        }
+        if broken.is_none() {
+            broken = self.data.read_to_end(&mut answer).await.err();
+        }
+        let _ = self.data.shutdown().await;
+        let error = tokio::time::timeout(ANSWER_TIMEOUT, read_to_end(&mut self.error, "error"))
             .await
-            .map(|r| r.unwrap_or_else(|e| e.to_string()))
-            .unwrap_or_else(|_| "(nothing within 2 s)".to_string());
-            return Err(ClientError::Exchange {
+            .map_err(|_| ClientError::Stream {
+                kind: "error",
+                source: std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!("no FIN on the error stream within {ANSWER_TIMEOUT:?}"),
+                ),
+            })??;
+        match broken {
+            Some(source) if error.is_empty() => Err(ClientError::Exchange {
                 received: answer.len(),
                 text: String::from_utf8_lossy(&answer).into_owned(),
                 error,
                 source,
-            });
+            }),
+            _ => Ok((answer, error)),
         }
-        let _ = self.data.shutdown().await;
-        let error = read_to_end(&mut self.error, "error").await?;
-        Ok((answer, error))
     }
 }

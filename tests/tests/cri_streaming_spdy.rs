@@ -110,6 +110,31 @@ fn spdy_exec_pipes_stdin_and_reports_exit_codes() {
         stderr: true,
         resize: false,
     };
+    // A few bytes and FIN at once, as `echo hi | kubectl exec -i ... -- cat` sends them: they
+    // can reach the server before the process has even started.
+    let url = exec_url(&env, &id, &["cat"], false, all);
+    env.block_on(async {
+        let mut rc = bounded("exec upgrade", RemoteCommand::start(&url, all))
+            .await
+            .expect("SPDY exec upgrade");
+        assert_eq!(rc.protocol.as_deref(), Some("v4.channel.k8s.io"));
+        let mut stdin = some(&mut rc.stdin, "stdin");
+        stdin.write_all(b"hello spdy\n").await.expect("write stdin");
+        stdin.shutdown().await.expect("close stdin");
+        let mut stdout = some(&mut rc.stdout, "stdout");
+        let out = bounded(
+            "cat to echo a short stdin and exit after its FIN",
+            read_to_end(&mut stdout, "stdout"),
+        )
+        .await
+        .expect("stdout");
+        assert_eq!(out, "hello spdy\n");
+        assert_eq!(
+            bounded("status", rc.ended()).await.expect("status"),
+            Ended::Exited(0)
+        );
+    });
+
     let url = exec_url(&env, &id, &["cat"], false, all);
     let mut payload = b"hello spdy\n".to_vec();
     for i in 0..(1 << 20) / 32 {
@@ -119,7 +144,6 @@ fn spdy_exec_pipes_stdin_and_reports_exit_codes() {
         let mut rc = bounded("exec upgrade", RemoteCommand::start(&url, all))
             .await
             .expect("SPDY exec upgrade");
-        assert_eq!(rc.protocol.as_deref(), Some("v4.channel.k8s.io"));
         let mut stdin = some(&mut rc.stdin, "stdin");
         let mut stdout = some(&mut rc.stdout, "stdout");
         let mut stderr = some(&mut rc.stderr, "stderr");
