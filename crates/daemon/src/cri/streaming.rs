@@ -186,11 +186,12 @@ impl Service {
             .await
             .map_err(|e| BackendError::Failed(e.to_string()))?;
         let mut side_tasks = Vec::new();
-        if let (Some(stdin), Some(path)) = (io.stdin.take(), fifos.stdin.clone()) {
-            side_tasks.push(self.pump_stdin(stdin, path, id, exec_id));
-        }
         let started = self.tasks.start(NAMESPACE, id, exec_id).await;
         drop(keepalive);
+        // Stdin, and its close, only once the process exists: a CloseIO before Start is lost.
+        if let (Ok(_), Some(stdin), Some(path)) = (&started, io.stdin.take(), fifos.stdin.clone()) {
+            side_tasks.push(self.pump_stdin(stdin, path, id, exec_id));
+        }
         // Sizes can only be set once the process (and its terminal) exists; the ones the
         // client sent meanwhile wait in the channel.
         if let (Ok(_), Some(mut sizes)) = (&started, io.resize.take()) {
