@@ -239,27 +239,14 @@ impl Service {
     /// Client stdin into the process's stdin FIFO; the client's end of stdin closes the process's.
     fn pump_stdin(
         &self,
-        mut stdin: berth_stream::BoxRead,
+        stdin: berth_stream::BoxRead,
         fifo: PathBuf,
         id: &str,
         exec_id: &str,
     ) -> tokio::task::JoinHandle<()> {
         let (s, id, exec_id) = (self.clone(), id.to_string(), exec_id.to_string());
         tokio::spawn(async move {
-            let Ok(mut w) = open_writer(&fifo) else {
-                return;
-            };
-            let mut buf = vec![0u8; 16 * 1024];
-            loop {
-                match stdin.read(&mut buf).await {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => {
-                        if w.write_all(&buf[..n]).await.is_err() {
-                            break;
-                        }
-                    }
-                }
-            }
+            copy_into_fifo(stdin, &fifo).await;
             let _ = s.tasks.close_io(NAMESPACE, &id, &exec_id, true).await;
         })
     }
@@ -285,22 +272,8 @@ impl Service {
                 )));
             }
             let (s, id, once) = (self.clone(), meta.id.clone(), meta.config.stdin_once);
-            let mut stdin = stdin;
             side_tasks.push(tokio::spawn(async move {
-                let Ok(mut w) = open_writer(&path) else {
-                    return;
-                };
-                let mut buf = vec![0u8; 16 * 1024];
-                loop {
-                    match stdin.read(&mut buf).await {
-                        Ok(0) | Err(_) => break,
-                        Ok(n) => {
-                            if w.write_all(&buf[..n]).await.is_err() {
-                                break;
-                            }
-                        }
-                    }
-                }
+                copy_into_fifo(stdin, &path).await;
                 if once {
                     let _ = s.tasks.close_io(NAMESPACE, &id, "", true).await;
                 }
@@ -380,6 +353,24 @@ impl Service {
         };
         let stream = connect_in_netns(&netns, port).await?;
         Ok(Box::new(stream))
+    }
+}
+
+/// A client's stdin into a process's stdin FIFO, until the client ends it (or the FIFO fails).
+async fn copy_into_fifo(mut stdin: berth_stream::BoxRead, fifo: &Path) {
+    let Ok(mut w) = open_writer(fifo) else {
+        return;
+    };
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        match stdin.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => {
+                if w.write_all(&buf[..n]).await.is_err() {
+                    return;
+                }
+            }
+        }
     }
 }
 
