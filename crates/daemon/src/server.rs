@@ -166,6 +166,7 @@ async fn start_stream_server(cfg: &Config, daemon: &Arc<Daemon>) -> anyhow::Resu
             port: cfg.cri.stream_server_port,
             idle_timeout: Duration::from_secs(cfg.cri.stream_idle_timeout_secs.max(1)),
             tls,
+            advertise: address.is_unspecified().then(node_address),
             ..Default::default()
         },
         Arc::new(crate::cri::streaming::StreamBackend(Arc::downgrade(daemon))),
@@ -175,6 +176,18 @@ async fn start_stream_server(cfg: &Config, daemon: &Arc<Daemon>) -> anyhow::Resu
     tracing::info!(address = %server.local_addr(), "CRI streaming server listening");
     let _ = daemon.cri.stream.set(server);
     Ok(())
+}
+
+/// The address clients reach this node on when the streaming server binds every address: the
+/// source address of the default route (a UDP connect sends no packet), else loopback.
+fn node_address() -> std::net::IpAddr {
+    std::net::UdpSocket::bind("0.0.0.0:0")
+        .and_then(|s| {
+            s.connect("192.0.2.1:9")?;
+            s.local_addr()
+        })
+        .map(|a| a.ip())
+        .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST))
 }
 
 /// One span per request, named by its method and namespace, so every log line says whose it is.

@@ -168,7 +168,13 @@ impl Server {
         } else {
             "http"
         };
-        Ok(format!("{scheme}://{}/{kind}/{token}", self.addr))
+        let mut host = self.addr;
+        if host.ip().is_unspecified() {
+            if let Some(ip) = self.shared.cfg.advertise {
+                host.set_ip(ip);
+            }
+        }
+        Ok(format!("{scheme}://{host}/{kind}/{token}"))
     }
 }
 

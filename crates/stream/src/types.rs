@@ -15,6 +15,9 @@ pub struct Config {
     pub max_streams_per_connection: usize,
     /// None: plain HTTP (the default, as containerd's `enable_tls_streaming = false`).
     pub tls: Option<crate::tls::TlsConfig>,
+    /// The address put in URLs when `address` is unspecified (0.0.0.0 or ::), where clients
+    /// cannot connect to the bound address itself; None keeps the bound address.
+    pub advertise: Option<IpAddr>,
 }
 
 impl Default for Config {
@@ -26,6 +29,7 @@ impl Default for Config {
             idle_timeout: Duration::from_secs(4 * 3600),
             max_streams_per_connection: 128,
             tls: None,
+            advertise: None,
         }
     }
 }

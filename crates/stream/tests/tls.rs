@@ -1,5 +1,6 @@
-//! TLS streaming: a self-signed server answers over TLS (a client pinning its certificate gets
-//! HTTP answers; URLs say https), and a plain-HTTP client gets nothing.
+//! Serving and URLs: a self-signed TLS server answers over TLS (a client pinning its certificate gets
+//! HTTP answers; URLs say https), a plain-HTTP client gets nothing, and a wildcard bind advertises
+//! a reachable address in its URLs.
 
 use std::sync::Arc;
 
@@ -133,4 +134,31 @@ async fn configured_files_are_used_and_bad_ones_refused() {
     .err()
     .expect("a bad key is refused");
     assert!(err.to_string().contains("k.pem"), "{err}");
+}
+
+#[tokio::test]
+async fn urls_of_a_wildcard_bind_carry_the_advertised_address() {
+    let advertised: std::net::IpAddr = "127.0.0.2".parse().expect("ip");
+    let server = Server::start(
+        Config {
+            address: "0.0.0.0".parse().expect("ip"),
+            advertise: Some(advertised),
+            ..Default::default()
+        },
+        Arc::new(Nothing),
+    )
+    .await
+    .expect("start");
+    let url = server
+        .exec_url(ExecRequest {
+            container_id: "c".into(),
+            cmd: vec!["true".into()],
+            tty: false,
+            stdin: false,
+            stdout: true,
+            stderr: false,
+        })
+        .expect("url");
+    let want = format!("http://127.0.0.2:{}/exec/", server.local_addr().port());
+    assert!(url.starts_with(&want), "{url}");
 }
