@@ -40,53 +40,8 @@ while ip -4 route | grep -q "^10\.$NET\."; do NET=$((NET + 1)); done
 IP_FORWARD=$(cat /proc/sys/net/ipv4/ip_forward)
 REG_PID=""
 
-# Everything one daemon's run left behind, whether it finished or not: its pods (through CRI while
-# it still answers), shims, runc state, pod netns files, mounts, bridge, cgroups.
-stop_dir() { # dir
-    d=$1
-    [ -f "$d/pid" ] || return 0
-    pid=$(cat "$d/pid")
-    if kill -0 "$pid" 2>/dev/null && [ -S "$d/sock" ]; then
-        for tag in seq par list; do
-            timeout 120 "$DRIVER" --socket "$d/sock" teardown --tag "$tag" --parallel 10 >/dev/null 2>&1 || true
-        done
-    fi
-    # containerd 1.6 keeps pod netns files in /run/netns: find ours by the namespaces our pods' processes are in.
-    host_ns=$(stat -L -c %i /proc/self/ns/net)
-    inodes=""
-    shims=$(shims_of "$d/sock")
-    for s in $shims; do
-        for c in $(children_of "$s"); do
-            i=$(stat -L -c %i "/proc/$c/ns/net" 2>/dev/null) || continue
-            [ "$i" = "$host_ns" ] || inodes="$inodes $i"
-        done
-    done
-    for s in $shims; do kill -9 "$s" 2>/dev/null || true; done
-    kill "$pid" 2>/dev/null || true
-    i=0; while kill -0 "$pid" 2>/dev/null && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
-    kill -9 "$pid" 2>/dev/null || true
-    # runc state of our containers: under our own runc root, or runc's default root if the
-    # daemon ignored ours; only ids whose state names a path of this run.
-    for root in "$d/runc" /run/containerd/runc/k8s.io; do
-        for id in $(ls "$root" 2>/dev/null); do
-            grep -qs "$WORK" "$root/$id/state.json" && runc --root "$root" delete --force "$id" 2>/dev/null || true
-        done
-    done
-    for f in /run/netns/*; do
-        [ -e "$f" ] || continue
-        i=$(stat -L -c %i "$f" 2>/dev/null) || continue
-        case " $inodes " in *" $i "*) umount -l "$f" 2>/dev/null || true; rm -f "$f" ;; esac
-    done
-    umount_under "$d"
-    ip link del "$(cat "$d/bridge")" 2>/dev/null || true
-    for c in /sys/fs/cgroup/*/"$(cat "$d/cgroup")"; do
-        [ -d "$c" ] && find "$c" -depth -type d -exec rmdir {} \; 2>/dev/null || true
-    done
-    rm -f "$d/pid"
-}
-
 cleanup() {
-    for d in "$WORK"/*/; do [ -d "$d" ] && stop_dir "${d%/}"; done
+    for d in "$WORK"/*/; do [ -d "$d" ] && stop_cri_daemon "${d%/}" "$WORK" seq par list; done
     [ -z "$REG_PID" ] || kill "$REG_PID" 2>/dev/null || true
     for c in /sys/fs/cgroup/*/"$CGROUP"; do [ -d "$c" ] && rmdir "$c" 2>/dev/null || true; done
     echo "$IP_FORWARD" >/proc/sys/net/ipv4/ip_forward
@@ -96,38 +51,10 @@ cleanup() {
 trap cleanup EXIT INT TERM
 
 # The registry, with the three test images.
-mkdir -p "$WORK/registry"
-PORT=$(free_port)
-REG_PID=$(start_registry "$WORK/registry" "$PORT")
-i=0; until curl -sf "http://127.0.0.1:$PORT/v2/" >/dev/null; do i=$((i + 1)); [ $i -lt 400 ] || { echo "registry did not start" >&2; exit 1; }; sleep 0.025; done
-REG=127.0.0.1:$PORT
-for t in busybox pause httpd; do
-    skopeo copy -q --dest-tls-verify=false "oci:$IMAGES/oci:$t" "docker://$REG/$t:latest"
-done
+start_bench_registry "$WORK/registry" busybox pause httpd
 PAUSE=$REG/pause:latest
 HTTPD=$REG/httpd:latest
 BUSYBOX=$REG/busybox:latest
-
-# One step of a run: the driver's JSON goes to $d/<name>.json. A failing step is reported (step,
-# the driver's error naming the RPC, the daemon's log tail, kept under $LOGS) and returns 1; the
-# run goes on with the next scenario, which does not depend on it.
-step() { # name driver-args...
-    name=$1; shift
-    "$DRIVER" --socket "$d/sock" "$@" >"$d/$name.json" 2>"$d/$name.err" && return 0
-    rm -f "$d/$name.json"
-    mkdir -p "$LOGS"
-    sed 's/\x1b\[[0-9;]*m//g' "$d/log" >"$LOGS/$kind-$r.log" 2>/dev/null || true
-    {
-        echo "== $kind run $r, step '$name' ($*):"
-        cat "$d/$name.err"
-        echo "-- last lines of the $kind log (all of it: $LOGS/$kind-$r.log):"
-        tail -n 8 "$LOGS/$kind-$r.log"
-    } | tee -a "$WORK/failures" >&2
-    return 1
-}
-
-# A field of a step's JSON; x when the step failed (col skips those).
-j() { [ -f "$d/$1.json" ] && jq -r "$2" "$d/$1.json" || echo x; }
 
 # Appends "seq_p50 seq_p99 seq_total td_seq par_p50 par_p99 par_total td_par list_ms stats_ms
 # rss pss shim_rss nshims" for daemon $kind, run $r, to $WORK/<kind>.txt (x where a step failed).
@@ -169,7 +96,7 @@ rm -rf "$LOGS"
 for r in $(seq "$RUNS"); do
     for kind in $KINDS; do
         run_one
-        stop_dir "$WORK/$kind-$r"
+        stop_cri_daemon "$WORK/$kind-$r" "$WORK" seq par list
         rm -rf "${WORK:?}/$kind-$r"
     done
 done

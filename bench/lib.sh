@@ -179,7 +179,7 @@ stop_cri_daemon() { # dir work tag...
     pid=$(cat "$d/pid")
     if kill -0 "$pid" 2>/dev/null && [ -S "$d/sock" ]; then
         for tag in "$@"; do
-            timeout 120 "$DRIVER" --socket "$d/sock" teardown --tag "$tag" >/dev/null 2>&1 || true
+            timeout 120 "$DRIVER" --socket "$d/sock" teardown --tag "$tag" --parallel 10 >/dev/null 2>&1 || true
         done
     fi
     host_ns=$(stat -L -c %i /proc/self/ns/net)
@@ -195,8 +195,12 @@ stop_cri_daemon() { # dir work tag...
     kill "$pid" 2>/dev/null || true
     i=0; while kill -0 "$pid" 2>/dev/null && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
     kill -9 "$pid" 2>/dev/null || true
-    for id in $(ls "$d/runc" 2>/dev/null); do
-        grep -qs "$w" "$d/runc/$id/state.json" && runc --root "$d/runc" delete --force "$id" 2>/dev/null || true
+    # runc state of our containers: under our own runc root, or runc's default root if the daemon
+    # ignored ours; only ids whose state names a path of this run.
+    for root in "$d/runc" /run/containerd/runc/k8s.io; do
+        for id in $(ls "$root" 2>/dev/null); do
+            grep -qs "$w" "$root/$id/state.json" && runc --root "$root" delete --force "$id" 2>/dev/null || true
+        done
     done
     for f in /run/netns/*; do
         [ -e "$f" ] || continue
@@ -210,3 +214,38 @@ stop_cri_daemon() { # dir work tag...
     done
     rm -f "$d/pid"
 }
+
+# A loopback docker-registry under $1 holding tags $2... of the offline OCI layout $IMAGES;
+# sets REG (host:port) and REG_PID.
+start_bench_registry() { # dir tag...
+    rdir=$1; shift
+    mkdir -p "$rdir"
+    port=$(free_port)
+    REG_PID=$(start_registry "$rdir" "$port")
+    i=0; until curl -sf "http://127.0.0.1:$port/v2/" >/dev/null; do i=$((i + 1)); [ $i -lt 400 ] || { echo "registry did not start" >&2; exit 1; }; sleep 0.025; done
+    REG=127.0.0.1:$port
+    for t in "$@"; do
+        skopeo copy -q --dest-tls-verify=false "oci:$IMAGES/oci:$t" "docker://$REG/$t:latest"
+    done
+}
+
+# One step of a run ($d, $kind, $r, $LOGS, $WORK set by the caller): the driver's JSON goes to
+# $d/<name>.json. A failing step is reported (step, the driver's error naming the RPC, the
+# daemon's log tail, kept under $LOGS) and returns 1; the run goes on.
+step() { # name driver-args...
+    name=$1; shift
+    "$DRIVER" --socket "$d/sock" "$@" >"$d/$name.json" 2>"$d/$name.err" && return 0
+    rm -f "$d/$name.json"
+    mkdir -p "$LOGS"
+    sed 's/\x1b\[[0-9;]*m//g' "$d/log" >"$LOGS/$kind-$r.log" 2>/dev/null || true
+    {
+        echo "== $kind run $r, step '$name' ($*):"
+        cat "$d/$name.err"
+        echo "-- last lines of the $kind log (all of it: $LOGS/$kind-$r.log):"
+        tail -n 8 "$LOGS/$kind-$r.log"
+    } | tee -a "$WORK/failures" >&2
+    return 1
+}
+
+# A field of a step's JSON; x when the step failed.
+j() { [ -f "$d/$1.json" ] && jq -r "$2" "$d/$1.json" || echo x; }

@@ -60,36 +60,9 @@ cleanup() {
 trap cleanup EXIT INT TERM
 
 # The registry, with the two images used here.
-mkdir -p "$WORK/registry"
-PORT=$(free_port)
-REG_PID=$(start_registry "$WORK/registry" "$PORT")
-i=0; until curl -sf "http://127.0.0.1:$PORT/v2/" >/dev/null; do i=$((i + 1)); [ $i -lt 400 ] || { echo "registry did not start" >&2; exit 1; }; sleep 0.025; done
-REG=127.0.0.1:$PORT
-for t in busybox pause; do
-    skopeo copy -q --dest-tls-verify=false "oci:$IMAGES/oci:$t" "docker://$REG/$t:latest"
-done
+start_bench_registry "$WORK/registry" busybox pause
 PAUSE=$REG/pause:latest
 BUSYBOX=$REG/busybox:latest
-
-# One step of a run: the driver's JSON goes to $d/<name>.json. A failing step is reported (step,
-# the driver's error, the daemon's log tail, kept under $LOGS) and returns 1.
-step() { # name driver-args...
-    name=$1; shift
-    "$DRIVER" --socket "$d/sock" "$@" >"$d/$name.json" 2>"$d/$name.err" && return 0
-    rm -f "$d/$name.json"
-    mkdir -p "$LOGS"
-    sed 's/\x1b\[[0-9;]*m//g' "$d/log" >"$LOGS/$kind-$r.log" 2>/dev/null || true
-    {
-        echo "== $kind run $r, step '$name' ($*):"
-        cat "$d/$name.err"
-        echo "-- last lines of the $kind log (all of it: $LOGS/$kind-$r.log):"
-        tail -n 8 "$LOGS/$kind-$r.log"
-    } | tee -a "$WORK/failures" >&2
-    return 1
-}
-
-# A field of a step's JSON; x when the step failed (col skips those).
-j() { [ -f "$d/$1.json" ] && jq -r "$2" "$d/$1.json" || echo x; }
 
 # Appends "sync_p50 sync_p99 stream_p50 stream_p99 pf_mb_s" for daemon $kind, run $r, to
 # $WORK/<kind>.txt (x where a step failed).
