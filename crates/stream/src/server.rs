@@ -303,6 +303,26 @@ fn has_token(headers: &HeaderMap, name: impl hyper::header::AsHeaderName, want: 
 }
 
 /// Comma-separated and repeated header values, in the client's order of preference.
+/// The first protocol the client offers (in `header`) that `supported` lists, and whether it
+/// offered any (then the answer must name the choice); a client offering none gets `default`;
+/// Err(what was offered) when nothing matches.
+pub(crate) fn negotiate(
+    headers: &HeaderMap,
+    header: &str,
+    supported: &[&'static str],
+    default: &'static str,
+) -> Result<(&'static str, bool), Vec<String>> {
+    let offered = header_list(headers, header);
+    if offered.is_empty() {
+        return Ok((default, false));
+    }
+    offered
+        .iter()
+        .find_map(|o| supported.iter().find(|s| **s == o.as_str()).copied())
+        .map(|p| (p, true))
+        .ok_or(offered)
+}
+
 pub(crate) fn header_list(headers: &HeaderMap, name: &str) -> Vec<String> {
     headers
         .get_all(name)

@@ -12,7 +12,7 @@ use hyper::upgrade::Upgraded;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 
-use crate::server::{header_list, text, Body, Ctx};
+use crate::server::{negotiate, text, Body, Ctx};
 
 pub(crate) type Io = TokioIo<Upgraded>;
 
@@ -26,32 +26,27 @@ pub(crate) fn handshake(
     supported: &[&'static str],
     default: &'static str,
 ) -> Result<(Response<Body>, &'static str), Box<Response<Body>>> {
-    let offered = header_list(req.headers(), "x-stream-protocol-version");
-    let chosen = if offered.is_empty() {
-        default
-    } else {
-        match offered
-            .iter()
-            .find_map(|o| supported.iter().find(|s| **s == o.as_str()))
-        {
-            Some(p) => p,
-            None => {
-                return Err(Box::new(text(
-                    StatusCode::FORBIDDEN,
-                    format!(
-                        "unable to upgrade: unable to negotiate protocol: client supports \
-                         {offered:?}, server accepts {supported:?}"
-                    ),
-                )))
-            }
-        }
-    };
+    let (chosen, offered) = negotiate(
+        req.headers(),
+        "x-stream-protocol-version",
+        supported,
+        default,
+    )
+    .map_err(|offered| {
+        Box::new(text(
+            StatusCode::FORBIDDEN,
+            format!(
+                "unable to upgrade: unable to negotiate protocol: client supports \
+                     {offered:?}, server accepts {supported:?}"
+            ),
+        ))
+    })?;
     let mut resp = Response::new(Body::default());
     *resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
     let h = resp.headers_mut();
     h.insert(CONNECTION, HeaderValue::from_static("Upgrade"));
     h.insert(UPGRADE, HeaderValue::from_static("SPDY/3.1"));
-    if !offered.is_empty() {
+    if offered {
         h.insert(
             "x-stream-protocol-version",
             HeaderValue::from_static(chosen),

@@ -26,7 +26,7 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 use tokio_util::sync::CancellationToken;
 
-use crate::server::{header_list, text, Body, Ctx};
+use crate::server::{negotiate, text, Body, Ctx};
 use frame::Encoding;
 
 pub(crate) type Ws = WebSocketStream<TokioIo<Upgraded>>;
@@ -67,26 +67,16 @@ pub(crate) fn handshake(
             "unsupported Sec-WebSocket-Version (want 13)",
         )));
     }
-    let offered = header_list(headers, "sec-websocket-protocol");
-    let chosen = if offered.is_empty() {
-        default
-    } else {
-        match offered
-            .iter()
-            .find_map(|o| supported.iter().find(|s| **s == o.as_str()))
-        {
-            Some(p) => p,
-            None => {
-                return Err(Box::new(text(
-                    StatusCode::BAD_REQUEST,
-                    format!(
-                        "none of the offered WebSocket subprotocols {offered:?} is supported; \
-                         this server speaks {supported:?}"
-                    ),
-                )))
-            }
-        }
-    };
+    let (chosen, offered) = negotiate(headers, "sec-websocket-protocol", supported, default)
+        .map_err(|offered| {
+            Box::new(text(
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "none of the offered WebSocket subprotocols {offered:?} is supported; \
+                     this server speaks {supported:?}"
+                ),
+            ))
+        })?;
     let mut resp = Response::new(Body::default());
     *resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
     let h = resp.headers_mut();
@@ -95,7 +85,7 @@ pub(crate) fn handshake(
     if let Ok(accept) = HeaderValue::from_str(&derive_accept_key(key.as_bytes())) {
         h.insert("sec-websocket-accept", accept);
     }
-    if !offered.is_empty() {
+    if offered {
         h.insert("sec-websocket-protocol", HeaderValue::from_static(chosen));
     }
     Ok((resp, chosen))
