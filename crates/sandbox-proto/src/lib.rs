@@ -240,6 +240,11 @@ pub struct Interface {
     pub name: String,
     /// Addresses in CIDR form (`10.88.0.5/16`).
     pub addresses: Vec<String>,
+    /// Hardware address to set before bringing the device up (`aa:bb:cc:dd:ee:ff`; empty: keep).
+    /// The pod's peers know the pod IP at the MAC of the interface CNI made, so the guest takes
+    /// that MAC over.
+    #[serde(default)]
+    pub mac: String,
     #[serde(default)]
     pub mtu: u32,
 }
