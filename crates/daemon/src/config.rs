@@ -21,6 +21,35 @@ pub struct Config {
     pub gc_delay_ms: u64,
     pub registry: RegistryConfig,
     pub cri: CriConfig,
+    pub sandbox: SandboxConfig,
+}
+
+/// `[sandbox]`: the guest-kernel runtime (`io.containerd.berth-sandbox.v2`, CRI handler
+/// `sandbox`). berthd hands these to the sandbox shim as a JSON file.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SandboxConfig {
+    /// The User-Mode Linux kernel (Debian's user-mode-linux package).
+    pub kernel: PathBuf,
+    /// The statically linked guest agent; empty: beside the shim or /usr/local/lib/berth.
+    pub agent: PathBuf,
+    /// Guest memory of a pod that sets no memory limit (UML needs at least 64).
+    pub memory_mb: u64,
+    /// The unprivileged host uid guest kernels run as (guest root maps to it).
+    pub host_uid: u32,
+    pub boot_timeout_secs: u64,
+}
+
+impl Default for SandboxConfig {
+    fn default() -> Self {
+        SandboxConfig {
+            kernel: "/usr/bin/linux.uml".into(),
+            agent: PathBuf::new(),
+            memory_mb: 128,
+            host_uid: 1_000_000_000,
+            boot_timeout_secs: 30,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -94,6 +123,7 @@ impl Default for Config {
             gc_delay_ms: 100,
             registry: RegistryConfig::default(),
             cri: CriConfig::default(),
+            sandbox: SandboxConfig::default(),
         }
     }
 }
@@ -130,6 +160,13 @@ impl Default for CriConfig {
             runtimes: BTreeMap::from([
                 ("runc".into(), runtime("runc")),
                 ("crun".into(), runtime("crun")),
+                (
+                    "sandbox".into(),
+                    RuntimeConfig {
+                        runtime_type: crate::sandbox::RUNTIME_TYPE.into(),
+                        ..Default::default()
+                    },
+                ),
             ]),
         }
     }

@@ -6,6 +6,7 @@ mod convert;
 mod cri;
 mod daemon;
 mod events;
+mod sandbox;
 mod fetcher;
 mod gc;
 mod server;

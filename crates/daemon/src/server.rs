@@ -30,6 +30,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     }
     fs::set_permissions(&cfg.root, fs::Permissions::from_mode(0o711))?;
     let _lock = lock_root(&cfg.root)?;
+    crate::sandbox::write_config(&cfg)?;
 
     let root = cfg.root.clone();
     let (store, snapshotters) = tokio::task::spawn_blocking(move || open_backends(&root)).await??;
@@ -49,7 +50,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         max_concurrent_downloads: cfg.registry.max_concurrent_downloads.max(1),
         uuid: server_uuid(&cfg.root)?,
         root: cfg.root.clone(),
-        cri: crate::cri::Cri::new(cfg.cri.clone(), &cfg.state),
+        cri: crate::cri::Cri::new(cfg.cri.clone(), &cfg.state, &cfg.sandbox.kernel),
     });
     if !daemon.snapshotters.contains_key(&cfg.snapshotter) {
         bail!(
@@ -214,6 +215,10 @@ fn runtime_config(cfg: &Config) -> anyhow::Result<berth_runtime::RuntimeConfig> 
             .parent()
             .map(|d| vec![d.to_path_buf()])
             .unwrap_or_default(),
+        shim_env: vec![(
+            "BERTH_SANDBOX_CONFIG".into(),
+            crate::sandbox::config_path(cfg).display().to_string(),
+        )],
     })
 }
 

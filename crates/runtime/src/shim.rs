@@ -109,6 +109,7 @@ impl Bootstrap<'_> {
             .env("NAMESPACE", self.namespace)
             // We speak task API v2 and v3.
             .env("MAX_SHIM_VERSION", "3")
+            .envs(self.cfg.shim_env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

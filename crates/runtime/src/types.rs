@@ -16,6 +16,8 @@ pub struct RuntimeConfig {
     pub ttrpc_address: PathBuf,
     /// Searched for shim binaries before `$PATH`.
     pub shim_dirs: Vec<PathBuf>,
+    /// Extra environment for every shim (e.g. where the sandbox shim finds its settings).
+    pub shim_env: Vec<(String, String)>,
 }
 
 /// One rootfs mount, as containerd's `types.Mount`.

@@ -111,6 +111,7 @@ impl Harness {
         let rootfs = dir.path().join("image-rootfs");
         unpack_busybox(&rootfs);
         let cfg = RuntimeConfig {
+            shim_env: Vec::new(),
             state_dir: dir.path().join("state"),
             root_dir: dir.path().join("root"),
             address: dir.path().join("berthd.sock"),

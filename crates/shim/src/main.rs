@@ -2,26 +2,12 @@
 //! as `start` (spawn the server, print its address), `delete` (clean up after a
 //! dead shim), or with `-socket` as the long-running ttrpc task server.
 
-mod cleanup;
-mod cpuacct;
-mod error;
-mod events;
-mod mount;
-mod oom;
-mod reaper;
-mod runc;
-mod server;
-mod service;
-mod spec;
-mod start;
-mod stdio;
+use berth_shim::{cleanup, error, server, start, RUNTIME_ID};
 
 use std::io::Write;
 
 use containerd_shim_protos::protobuf::Message;
 use containerd_shim_protos::types::introspection::RuntimeInfo;
-
-pub const RUNTIME_ID: &str = "io.containerd.berth.v2";
 
 fn main() {
     // The server's stderr goes nowhere: make panics visible in containerd's log.

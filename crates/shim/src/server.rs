@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use containerd_shim::{ExitSignal, Flags};
 use containerd_shim_protos::create_task;
+use containerd_shim_protos::Task;
 use containerd_shim_protos::ttrpc::{MethodHandler, Server};
 use signal_hook::consts::{SIGCHLD, SIGINT, SIGPIPE, SIGTERM};
 use signal_hook::iterator::Signals;
@@ -19,9 +20,29 @@ use crate::service::Service;
 
 type Methods = HashMap<String, Box<dyn MethodHandler + Send + Sync>>;
 
+/// What a shim's task service needs from the server around it.
+pub struct ShimContext {
+    pub namespace: String,
+    pub reaper: Arc<Reaper>,
+    pub events: Arc<Events>,
+    pub exit: Arc<ExitSignal>,
+}
+
+/// A task service the server can run: it hears about every child the shim reaps.
+pub trait TaskService: Task + Send + Sync + 'static {
+    /// A child of the shim exited; true if it was one of the service's processes.
+    fn on_exit(&self, pid: i32, code: u32) -> bool;
+}
+
+impl TaskService for Service {
+    fn on_exit(&self, pid: i32, code: u32) -> bool {
+        Service::on_exit(self, pid, code)
+    }
+}
+
 /// The generated service is `containerd.task.v3.Task` (containerd 2.x); containerd
 /// 1.6 calls `containerd.task.v2.Task`, whose messages are identical. Serve both.
-fn task_methods(service: Arc<Service>) -> Methods {
+fn task_methods<S: TaskService>(service: Arc<S>) -> Methods {
     let mut methods = create_task(service.clone());
     for (name, handler) in create_task(service) {
         methods.insert(name.replace(".task.v3.", ".task.v2."), handler);
@@ -63,6 +84,17 @@ fn signal_started() {
 }
 
 pub fn serve(flags: &Flags) -> Result<()> {
+    serve_task(flags, |ctx| {
+        Arc::new(Service::new(ctx.namespace, ctx.reaper, ctx.events, ctx.exit))
+    })
+}
+
+/// Runs a shim server: subreaper, signal thread, event sender and the ttrpc task service
+/// `build` makes, until the service signals exit.
+pub fn serve_task<S: TaskService>(
+    flags: &Flags,
+    build: impl FnOnce(ShimContext) -> Arc<S>,
+) -> Result<()> {
     if flags.socket.is_empty() {
         return Err(Error::InvalidArgument("-socket is required".into()));
     }
@@ -81,12 +113,12 @@ pub fn serve(flags: &Flags) -> Result<()> {
         flags.namespace.clone(),
     ));
     let exit = Arc::new(ExitSignal::default());
-    let service = Arc::new(Service::new(
-        flags.namespace.clone(),
-        reaper.clone(),
-        events.clone(),
-        exit.clone(),
-    ));
+    let service = build(ShimContext {
+        namespace: flags.namespace.clone(),
+        reaper: reaper.clone(),
+        events: events.clone(),
+        exit: exit.clone(),
+    });
     let weak = Arc::downgrade(&service);
     reaper.set_handler(Box::new(move |pid, code| {
         weak.upgrade().is_some_and(|s| s.on_exit(pid, code))

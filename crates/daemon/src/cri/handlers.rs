@@ -32,6 +32,9 @@ pub struct Handler {
     pub unavailable: Option<String>,
     pub pod_annotations: Vec<String>,
     pub container_annotations: Vec<String>,
+    /// The runtime reads the pod's network from its namespace when the sandbox is created
+    /// (a guest kernel takes the interface over), so CNI ADD must finish first.
+    pub network_first: bool,
 }
 
 /// `*` matches any run of characters; everything else matches itself.
@@ -76,7 +79,7 @@ fn on_path(binary: &str) -> bool {
 }
 
 impl Handlers {
-    pub fn from_config(cfg: &CriConfig) -> Handlers {
+    pub fn from_config(cfg: &CriConfig, sandbox_kernel: &Path) -> Handlers {
         let mut by_name = BTreeMap::new();
         for (name, rt) in &cfg.runtimes {
             let text = |k: &str| {
@@ -95,8 +98,13 @@ impl Handlers {
                     .and_then(|v| v.as_bool())
                     .unwrap_or(false),
             };
-            let unavailable = (!opts.binary_name.is_empty() && !on_path(&opts.binary_name))
-                .then(|| format!("its runtime binary {:?} is not installed", opts.binary_name));
+            let sandboxed = rt.runtime_type == crate::sandbox::RUNTIME_TYPE;
+            let unavailable = if sandboxed {
+                crate::sandbox::unavailable(sandbox_kernel)
+            } else {
+                (!opts.binary_name.is_empty() && !on_path(&opts.binary_name))
+                    .then(|| format!("its runtime binary {:?} is not installed", opts.binary_name))
+            };
             let options = (opts != RuncOptions::default()).then(|| prost_types::Any {
                 type_url: RUNC_OPTIONS_TYPE.into(),
                 value: opts.encode_to_vec(),
@@ -110,6 +118,7 @@ impl Handlers {
                     unavailable,
                     pod_annotations: rt.pod_annotations.clone(),
                     container_annotations: rt.container_annotations.clone(),
+                    network_first: sandboxed,
                 },
             );
         }
@@ -190,13 +199,20 @@ mod tests {
                 ..Default::default()
             },
         );
-        let h = Handlers::from_config(&cfg);
+        let h = Handlers::from_config(&cfg, Path::new("/usr/bin/linux.uml"));
         let e = h.get("nope").expect_err("unknown");
         assert_eq!(e.code(), tonic::Code::InvalidArgument);
         assert!(e.message().contains("\"nope\""), "{}", e.message());
         let e = h.get("ghost").expect_err("missing binary");
         assert!(
             e.message().contains("no-such-runtime-xyz"),
+            "{}",
+            e.message()
+        );
+        let missing = Handlers::from_config(&cfg, Path::new("/nonexistent/linux.uml"));
+        let e = missing.get("sandbox").expect_err("no guest kernel");
+        assert!(
+            e.message().contains("/nonexistent/linux.uml") && e.message().contains("sandbox"),
             "{}",
             e.message()
         );

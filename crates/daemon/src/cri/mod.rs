@@ -57,7 +57,7 @@ fn guard<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Cri {
-    pub fn new(config: CriConfig, state: &std::path::Path) -> Cri {
+    pub fn new(config: CriConfig, state: &std::path::Path, sandbox_kernel: &std::path::Path) -> Cri {
         let state_dir = state.join("cri");
         let cni = berth_cni::Cni::new(berth_cni::Config {
             conf_dir: config.cni.conf_dir.clone(),
@@ -65,7 +65,7 @@ impl Cri {
             state_dir: state_dir.join("cni"),
         });
         Cri {
-            handlers: handlers::Handlers::from_config(&config),
+            handlers: handlers::Handlers::from_config(&config, sandbox_kernel),
             config,
             records: Default::default(),
             cni,

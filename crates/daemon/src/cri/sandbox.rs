@@ -266,7 +266,15 @@ impl Service {
             )
         };
         let pause = self.create_pause(meta.clone(), handler, &image, &files, &phase);
-        let (ips, pid) = tokio::join!(cni, pause);
+        let (ips, pid) = if handler.network_first {
+            let ips = cni.await;
+            match ips {
+                Ok(ips) => (Ok(ips), pause.await),
+                Err(e) => (Err(e), Err(Status::aborted("pod network failed"))),
+            }
+        } else {
+            tokio::join!(cni, pause)
+        };
         meta.ips = ips?;
         meta.pid = pid?;
         meta.state = SandboxState::Ready;

@@ -1,0 +1,269 @@
+//! One running guest: its kernel process, the line to its agent, and what it holds on the host
+//! (the sandbox directory, the tap in the pod's network namespace, cgroup directories).
+
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use berth_sandbox_proto::{Event, Request};
+use serde_json::Value;
+
+use crate::agent::Agent;
+use crate::config::{Config, MIN_MEMORY_MB};
+use crate::error::{Error, Result};
+use crate::{net, sys, vm};
+
+pub struct Guest {
+    pub pid: i32,
+    pub dir: PathBuf,
+    pub agent: Arc<Agent>,
+    /// Maps the image's root to the kernel's host uid, for idmapped layers.
+    pub idmap: OwnedFd,
+    netns: Option<(PathBuf, String)>,
+    cgroups: Vec<PathBuf>,
+    exited: AtomicBool,
+}
+
+/// Guest memory: the pod's memory limit when it has one, else the configured default.
+fn memory_mb(cfg: &Config, spec: &Value) -> u64 {
+    let limit = spec
+        .pointer("/linux/resources/memory/limit")
+        .and_then(Value::as_i64)
+        .filter(|l| *l > 0)
+        .map(|l| (l as u64) >> 20);
+    limit.unwrap_or(cfg.memory_mb).max(MIN_MEMORY_MB)
+}
+
+fn netns_path(spec: &Value) -> Option<PathBuf> {
+    spec.pointer("/linux/namespaces")?
+        .as_array()?
+        .iter()
+        .find(|n| n.get("type").and_then(Value::as_str) == Some("network"))?
+        .get("path")?
+        .as_str()
+        .filter(|p| !p.is_empty())
+        .map(PathBuf::from)
+}
+
+/// Cgroup v1 hierarchies (or the v2 root) from mountinfo.
+fn cgroup_roots() -> Vec<PathBuf> {
+    let text = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let mut v1 = Vec::new();
+    let mut v2 = None;
+    for line in text.lines() {
+        let Some((pre, post)) = line.split_once(" - ") else { continue };
+        let Some(mp) = pre.split(' ').nth(4) else { continue };
+        match post.split(' ').next() {
+            Some("cgroup") => v1.push(PathBuf::from(mp)),
+            Some("cgroup2") if mp == "/sys/fs/cgroup" => v2 = Some(PathBuf::from(mp)),
+            _ => {}
+        }
+    }
+    if v1.is_empty() {
+        v2.into_iter().collect()
+    } else {
+        v1
+    }
+}
+
+/// The kernel joins the sandbox's cgroup (cgroupfs-style `cgroupsPath`), so the host's
+/// accounting of the pod is the guest's memory and CPU.
+fn cgroup_dirs(spec: &Value) -> Vec<PathBuf> {
+    let Some(path) = spec
+        .pointer("/linux/cgroupsPath")
+        .and_then(Value::as_str)
+        .filter(|p| p.starts_with('/') && !p.contains(".."))
+    else {
+        return Vec::new();
+    };
+    cgroup_roots()
+        .into_iter()
+        .map(|root| root.join(path.trim_start_matches('/')))
+        .filter(|dir| std::fs::create_dir_all(dir).is_ok())
+        .collect()
+}
+
+pub fn boot(
+    cfg: &Config,
+    namespace: &str,
+    group: &str,
+    spec: &Value,
+    on_event: Box<dyn Fn(Event) + Send + Sync>,
+) -> Result<Guest> {
+    cfg.check_kernel()?;
+    let agent_path = cfg.agent_path()?;
+    let dir = cfg.state_dir.join(format!("{namespace}-{group}"));
+    if dir.exists() {
+        // Left by a shim that died: nothing of it may run any more.
+        cleanup_dir(&dir);
+    }
+    std::fs::create_dir_all(&dir).map_err(Error::io(format!("mkdir {}", dir.display())))?;
+    let netns = netns_path(spec);
+    let pod_net = match &netns {
+        Some(ns) => net::inspect(ns)?,
+        None => None,
+    };
+    let mac = pod_net.as_ref().map(|n| n.guest.mac.clone()).unwrap_or_default();
+    let cgroups = cgroup_dirs(spec);
+    let vspec = vm::VmSpec {
+        dir: dir.clone(),
+        kernel: cfg.kernel.clone(),
+        agent: agent_path,
+        memory_mb: memory_mb(cfg, spec),
+        host_uid: cfg.host_uid,
+        netns: netns.clone(),
+        tap: pod_net.as_ref().map(|_| (net::TAP.to_string(), mac)),
+        cgroup_procs: cgroups.iter().map(|d| d.join("cgroup.procs")).collect(),
+        log: dir.with_extension("log"),
+    };
+    let mut undo = Undo {
+        dir: dir.clone(),
+        pid: 0,
+        net: None,
+        cgroups: cgroups.clone(),
+    };
+    vm::prepare_dir(&vspec)?;
+    if let (Some(ns), Some(n)) = (&netns, &pod_net) {
+        net::connect(ns, n, cfg.host_uid)?;
+        undo.net = Some((ns.clone(), n.host_if.clone()));
+    }
+    let idmap = sys::user_namespace(&[(0, cfg.host_uid, 65535), (65535, 0, 1)])?;
+    let started = Instant::now();
+    let v = vm::spawn(&vspec)?;
+    undo.pid = v.pid;
+    let _ = std::fs::write(dir.with_extension("pid"), v.pid.to_string());
+    let agent = Agent::connect(
+        v.from_guest,
+        v.to_guest,
+        Duration::from_secs(cfg.boot_timeout_secs),
+        on_event,
+    )
+    .map_err(|e| {
+        let log = std::fs::read_to_string(&vspec.log).unwrap_or_default();
+        let tail: Vec<&str> = log.lines().rev().take(5).collect();
+        Error::Other(format!(
+            "{e} (kernel output: {})",
+            tail.into_iter().rev().collect::<Vec<_>>().join(" | ")
+        ))
+    })?;
+    log::info!(
+        "sandbox guest {} booted in {} ms (kernel {})",
+        v.pid,
+        started.elapsed().as_millis(),
+        agent.kernel_release
+    );
+    if let Some(n) = &pod_net {
+        agent.call(
+            &Request::ConfigureNetwork {
+                interfaces: vec![n.guest.clone()],
+                routes: n.routes.clone(),
+                hostname: spec
+                    .get("hostname")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_string(),
+            },
+            Duration::from_secs(10),
+        )?;
+    }
+    let net = undo.net.take();
+    undo.pid = 0;
+    undo.cgroups.clear();
+    undo.dir = PathBuf::new();
+    Ok(Guest {
+        pid: v.pid,
+        dir,
+        agent,
+        idmap,
+        netns: net,
+        cgroups,
+        exited: AtomicBool::new(false),
+    })
+}
+
+/// Tears down a half-booted guest.
+struct Undo {
+    dir: PathBuf,
+    pid: i32,
+    net: Option<(PathBuf, String)>,
+    cgroups: Vec<PathBuf>,
+}
+
+impl Drop for Undo {
+    fn drop(&mut self) {
+        if self.pid > 0 {
+            vm::kill(self.pid);
+            // SAFETY: reaps our own child (the server's reaper may race us; both are fine).
+            unsafe { libc::waitpid(self.pid, std::ptr::null_mut(), 0) };
+        }
+        if let Some((ns, host_if)) = &self.net {
+            net::disconnect(ns, host_if);
+        }
+        if !self.dir.as_os_str().is_empty() {
+            cleanup_dir(&self.dir);
+        }
+        remove_cgroups(&self.cgroups);
+    }
+}
+
+fn cleanup_dir(dir: &Path) {
+    if let Err(e) = vm::remove_dir(dir) {
+        log::warn!("{e}");
+    }
+    let _ = std::fs::remove_file(dir.with_extension("log"));
+    let _ = std::fs::remove_file(dir.with_extension("pid"));
+}
+
+fn remove_cgroups(dirs: &[PathBuf]) {
+    for d in dirs {
+        // Retried briefly: the kernel's processes leave the cgroup as they are reaped.
+        for _ in 0..50 {
+            match std::fs::remove_dir(d) {
+                Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {
+                    std::thread::sleep(Duration::from_millis(20))
+                }
+                _ => break,
+            }
+        }
+    }
+}
+
+impl Guest {
+    pub fn mark_exited(&self) {
+        self.exited.store(true, Ordering::SeqCst);
+    }
+
+    pub fn exited(&self) -> bool {
+        self.exited.load(Ordering::SeqCst)
+    }
+
+    pub fn kill(&self) {
+        if !self.exited() {
+            vm::kill(self.pid);
+        }
+    }
+
+    pub fn wait_exited(&self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        while !self.exited() {
+            if Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        true
+    }
+
+    /// After the kernel is gone: the tap, the directory and its mounts, the cgroups.
+    pub fn cleanup(&self) {
+        self.kill();
+        self.wait_exited(Duration::from_secs(5));
+        if let Some((ns, host_if)) = &self.netns {
+            net::disconnect(ns, host_if);
+        }
+        cleanup_dir(&self.dir);
+        remove_cgroups(&self.cgroups);
+    }
+}

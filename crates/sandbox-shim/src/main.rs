@@ -1,0 +1,118 @@
+//! `containerd-shim-berth-sandbox-v2`: runs a pod's containers inside their own guest kernel
+//! (User-Mode Linux), one guest per pod. containerd (or berthd) runs it as `start`, `delete`,
+//! or with `-socket` as the long-running ttrpc task server.
+
+mod agent;
+mod config;
+mod error;
+mod guest;
+mod net;
+mod rootfs;
+mod service;
+mod sys;
+mod vm;
+
+use std::io::Write;
+
+use berth_shim::server::{self, TaskService};
+use containerd_shim_protos::protobuf::Message;
+use containerd_shim_protos::types::introspection::RuntimeInfo;
+
+use crate::error::{Error, Result};
+use crate::service::SandboxService;
+
+pub const RUNTIME_ID: &str = "io.containerd.berth-sandbox.v2";
+
+impl TaskService for SandboxService {
+    fn on_exit(&self, pid: i32, code: u32) -> bool {
+        SandboxService::on_exit(self, pid, code)
+    }
+}
+
+/// The `delete` action (the shim died): whatever guest the group left is killed with its
+/// directory; the task is reported killed.
+fn delete(flags: &containerd_shim::Flags) -> Result<()> {
+    let cfg = config::Config::load()?;
+    let bundle = std::env::current_dir().map_err(Error::io("cwd"))?;
+    let group = berth_shim::spec::sandbox_group(&bundle).unwrap_or_else(|| flags.id.clone());
+    let dir = cfg.state_dir.join(format!("{}-{group}", flags.namespace));
+    if group == flags.id {
+        kill_recorded_kernel(&dir);
+        if let Err(e) = vm::remove_dir(&dir) {
+            log::warn!("{e}");
+        }
+    }
+    let resp = containerd_shim_protos::api::DeleteResponse {
+        exit_status: 128 + libc::SIGKILL as u32,
+        exited_at: containerd_shim_protos::protobuf::MessageField::some(
+            containerd_shim::util::timestamp()?,
+        ),
+        ..Default::default()
+    };
+    let bytes = resp
+        .write_to_bytes()
+        .map_err(|e| Error::Other(e.to_string()))?;
+    let mut out = std::io::stdout().lock();
+    out.write_all(&bytes)
+        .and_then(|_| out.flush())
+        .map_err(Error::io("write delete response"))
+}
+
+/// Kills the kernel whose pid the guest recorded, if that pid is still a guest kernel.
+fn kill_recorded_kernel(dir: &std::path::Path) {
+    let Some(pid) = std::fs::read_to_string(dir.with_extension("pid"))
+        .ok()
+        .and_then(|s| s.trim().parse::<i32>().ok())
+    else {
+        return;
+    };
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    if cmdline.starts_with(b"linux.uml\0") {
+        vm::kill(pid);
+    }
+}
+
+fn main() {
+    std::panic::set_hook(Box::new(|info| log::error!("panic: {info}")));
+    let args: Vec<_> = std::env::args_os().collect();
+    let flags = match containerd_shim::parse(&args[1..]) {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("{RUNTIME_ID}: {e}");
+            std::process::exit(2);
+        }
+    };
+    if flags.version {
+        println!("containerd-shim-berth-sandbox-v2 {}", env!("CARGO_PKG_VERSION"));
+        return;
+    }
+    let result = if flags.info {
+        let info = RuntimeInfo {
+            name: RUNTIME_ID.to_string(),
+            ..Default::default()
+        };
+        info.write_to_bytes()
+            .map_err(|e| Error::Other(e.to_string()))
+            .and_then(|b| {
+                std::io::stdout()
+                    .write_all(&b)
+                    .map_err(Error::io("write info"))
+            })
+    } else if flags.namespace.is_empty() {
+        Err(Error::InvalidArgument("-namespace is required".into()))
+    } else {
+        match flags.action.as_str() {
+            "start" => berth_shim::start::run(&flags),
+            "delete" => delete(&flags),
+            _ => config::Config::load().and_then(|cfg| {
+                server::serve_task(&flags, |ctx| {
+                    SandboxService::new(ctx.namespace, cfg, ctx.reaper, ctx.events, ctx.exit)
+                })
+            }),
+        }
+    };
+    if let Err(e) = result {
+        eprintln!("{RUNTIME_ID}: {e}");
+        std::process::exit(1);
+    }
+}

@@ -1,0 +1,149 @@
+//! Connects the pod's network namespace to the guest: a tap device the guest kernel opens, and
+//! tc redirects between it and the interface CNI configured, so every frame for the pod's
+//! address reaches the guest (which takes over that interface's MAC and addresses).
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use berth_sandbox_proto::{Interface, Route};
+use serde::Deserialize;
+
+use crate::error::{Error, Result};
+
+pub const TAP: &str = "berthtap0";
+
+#[derive(Deserialize)]
+struct Link {
+    ifname: String,
+    #[serde(default)]
+    mtu: u32,
+    #[serde(default)]
+    address: String,
+    #[serde(default)]
+    addr_info: Vec<Addr>,
+}
+
+#[derive(Deserialize)]
+struct Addr {
+    family: String,
+    local: String,
+    prefixlen: u32,
+}
+
+#[derive(Deserialize)]
+struct RouteEntry {
+    dst: String,
+    #[serde(default)]
+    gateway: String,
+    #[serde(default)]
+    dev: String,
+    #[serde(default)]
+    protocol: String,
+}
+
+/// What the guest must configure, found in the pod's network namespace.
+pub struct PodNetwork {
+    /// The CNI interface in the pod namespace (`eth0`).
+    pub host_if: String,
+    pub guest: Interface,
+    pub routes: Vec<Route>,
+}
+
+fn run(netns: &Path, program: &str, args: &[&str], input: Option<&str>) -> Result<String> {
+    let mut cmd = Command::new("nsenter");
+    cmd.arg(format!("--net={}", netns.display()))
+        .arg(program)
+        .args(args)
+        .stdin(if input.is_some() { Stdio::piped() } else { Stdio::null() })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd
+        .spawn()
+        .map_err(Error::io(format!("run {program} in {}", netns.display())))?;
+    if let (Some(text), Some(mut stdin)) = (input, child.stdin.take()) {
+        use std::io::Write;
+        let _ = stdin.write_all(text.as_bytes());
+    }
+    let out = child
+        .wait_with_output()
+        .map_err(Error::io(format!("wait for {program}")))?;
+    if !out.status.success() {
+        return Err(Error::Other(format!(
+            "{program} {} in {}: {}",
+            args.join(" "),
+            netns.display(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).to_string())
+}
+
+/// The first interface with an IPv4 address other than `lo`, its routes, and its MAC.
+pub fn inspect(netns: &Path) -> Result<Option<PodNetwork>> {
+    let links: Vec<Link> = serde_json::from_str(&run(netns, "ip", &["-j", "addr", "show"], None)?)
+        .map_err(|e| Error::Other(format!("parse ip addr output: {e}")))?;
+    let Some(link) = links.into_iter().find(|l| {
+        l.ifname != "lo" && l.ifname != TAP && l.addr_info.iter().any(|a| a.family == "inet")
+    }) else {
+        return Ok(None);
+    };
+    let routes: Vec<RouteEntry> =
+        serde_json::from_str(&run(netns, "ip", &["-j", "-4", "route", "show"], None)?)
+            .map_err(|e| Error::Other(format!("parse ip route output: {e}")))?;
+    let guest_if = "eth0".to_string();
+    Ok(Some(PodNetwork {
+        guest: Interface {
+            name: guest_if.clone(),
+            addresses: link
+                .addr_info
+                .iter()
+                .filter(|a| a.family == "inet")
+                .map(|a| format!("{}/{}", a.local, a.prefixlen))
+                .collect(),
+            mac: link.address.clone(),
+            mtu: link.mtu,
+        },
+        // The guest kernel adds the connected route of its address itself.
+        routes: routes
+            .into_iter()
+            .filter(|r| r.dev == link.ifname && r.protocol != "kernel")
+            .map(|r| Route {
+                destination: r.dst,
+                gateway: r.gateway,
+                device: guest_if.clone(),
+            })
+            .collect(),
+        host_if: link.ifname,
+    }))
+}
+
+/// Creates the tap (owned by the guest kernel's host uid) and the redirects both ways.
+pub fn connect(netns: &Path, net: &PodNetwork, host_uid: u32) -> Result<()> {
+    let uid = host_uid.to_string();
+    run(
+        netns,
+        "ip",
+        &["tuntap", "add", "dev", TAP, "mode", "tap", "user", &uid, "group", &uid],
+        None,
+    )?;
+    let mtu = net.guest.mtu.max(576).to_string();
+    run(netns, "ip", &["link", "set", TAP, "mtu", &mtu, "up"], None)?;
+    let eth = &net.host_if;
+    let script = format!(
+        "qdisc add dev {eth} ingress\n\
+         filter add dev {eth} parent ffff: protocol all u32 match u8 0 0 action mirred egress redirect dev {TAP}\n\
+         qdisc add dev {TAP} ingress\n\
+         filter add dev {TAP} parent ffff: protocol all u32 match u8 0 0 action mirred egress redirect dev {eth}\n"
+    );
+    run(netns, "tc", &["-batch", "-"], Some(&script)).map(drop)
+}
+
+/// Removes the tap and the redirect on the CNI interface (best effort: the namespace may be
+/// gone already).
+pub fn disconnect(netns: &Path, host_if: &str) {
+    if !netns.exists() {
+        return;
+    }
+    let _ = run(netns, "tc", &["qdisc", "del", "dev", host_if, "ingress"], None);
+    let _ = run(netns, "ip", &["link", "del", TAP], None);
+}
