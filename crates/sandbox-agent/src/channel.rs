@@ -1,0 +1,114 @@
+//! The line to the host: a UML console (`/dev/tty1`) in raw mode carrying protocol frames.
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::sync::Mutex;
+
+use berth_sandbox_proto::{write_frame, Event, Frame, Response, DATA_CHUNK};
+use nix::sys::termios::{self, SetArg, SpecialCharacterIndices};
+
+use crate::sys;
+
+/// Opens the console line and makes it raw (no echo, no line editing, no CR/LF mapping, no
+/// flow control), so every byte passes unchanged in both directions. Returns a reader and
+/// the writer (two descriptors of the same line).
+pub fn open_line(path: &str) -> io::Result<(File, File)> {
+    let f = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_NOCTTY)
+        .open(path)?;
+    let mut t = termios::tcgetattr(&f).map_err(io::Error::from)?;
+    termios::cfmakeraw(&mut t);
+    t.control_chars[SpecialCharacterIndices::VMIN as usize] = 1;
+    t.control_chars[SpecialCharacterIndices::VTIME as usize] = 0;
+    termios::tcsetattr(&f, SetArg::TCSANOW, &t).map_err(io::Error::from)?;
+    let reader = f.try_clone()?;
+    Ok((reader, f))
+}
+
+/// The writing side, shared by every thread: one frame per `write_all`, under one lock.
+pub struct Channel {
+    line: Mutex<Box<dyn Write + Send>>,
+}
+
+impl Channel {
+    pub fn new(line: Box<dyn Write + Send>) -> Channel {
+        Channel {
+            line: Mutex::new(line),
+        }
+    }
+
+    /// Sends one frame. A line that cannot be written to is a host that is gone: power off.
+    pub fn send(&self, frame: &Frame) {
+        let mut line = self.line.lock().unwrap_or_else(|e| e.into_inner());
+        if write_frame(&mut *line, frame).is_err() {
+            sys::power_off();
+        }
+    }
+
+    pub fn respond(&self, id: u32, resp: &Response) {
+        self.send(&Frame::response(id, resp));
+    }
+
+    pub fn event(&self, ev: &Event) {
+        self.send(&Frame::event(ev));
+    }
+
+    pub fn log(&self, message: impl Into<String>) {
+        self.event(&Event::Log {
+            message: message.into(),
+        });
+    }
+
+    /// Output of a process, split so that one stream cannot hold the line.
+    pub fn data(&self, stream: u32, bytes: &[u8]) {
+        for chunk in bytes.chunks(DATA_CHUNK) {
+            self.send(&Frame::data(stream, chunk));
+        }
+    }
+
+    pub fn close(&self, stream: u32) {
+        self.send(&Frame::close(stream));
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use berth_sandbox_proto::{read_frame, Kind};
+    use std::sync::Arc;
+
+    #[derive(Clone, Default)]
+    struct Shared(Arc<Mutex<Vec<u8>>>);
+    impl Write for Shared {
+        fn write(&mut self, b: &[u8]) -> io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn data_is_chunked_into_frames() {
+        let buf = Shared::default();
+        let ch = Channel::new(Box::new(buf.clone()));
+        ch.data(9, &vec![7u8; DATA_CHUNK * 2 + 5]);
+        ch.close(9);
+        let wire = buf.0.lock().unwrap().clone();
+        let mut r = io::Cursor::new(wire);
+        let sizes: Vec<usize> = (0..3)
+            .map(|_| {
+                let f = read_frame(&mut r).unwrap();
+                assert_eq!((f.kind, f.id), (Kind::Data, 9));
+                f.payload.len()
+            })
+            .collect();
+        assert_eq!(sizes, vec![DATA_CHUNK, DATA_CHUNK, 5]);
+        assert_eq!(read_frame(&mut r).unwrap().kind, Kind::Close);
+    }
+}
