@@ -277,6 +277,8 @@ impl Footprint {
 pub struct Options {
     /// `[cri] sandbox_image`; default: the test registry's pause:latest.
     pub sandbox_image: Option<String>,
+    /// More berthd TOML, appended to the test's config (e.g. a `[sandbox]` section).
+    pub extra_config: String,
 }
 
 /// One test's CRI world. See the module docs.
@@ -360,7 +362,11 @@ impl CriEnv {
         let sandbox_image = opts
             .sandbox_image
             .unwrap_or_else(|| format!("{}/pause:latest", registry.host()));
-        let d = Berthd::start_with_config(&berthd_config(&sandbox_image, &net_d));
+        let d = Berthd::start_with_config(&format!(
+            "{}{}",
+            berthd_config(&sandbox_image, &net_d),
+            opts.extra_config
+        ));
         let baseline_mounts = mounts_under(d.dir.path()).into_iter().collect();
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)

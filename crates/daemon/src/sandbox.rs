@@ -32,6 +32,25 @@ pub fn write_config(cfg: &Config) -> anyhow::Result<()> {
         .with_context(|| format!("write {}", path.display()))
 }
 
+/// The warm pool's settings, when `[sandbox] pool_size` asks for one and the guest kernel
+/// is installed.
+pub fn pool_config(cfg: &Config) -> Option<crate::cri::warm::PoolConfig> {
+    if cfg.sandbox.pool_size == 0 || unavailable(&cfg.sandbox.kernel).is_some() {
+        return None;
+    }
+    let exe = std::env::current_exe().ok();
+    let mut ttrpc = cfg.address.clone().into_os_string();
+    ttrpc.push(".ttrpc");
+    Some(crate::cri::warm::PoolConfig {
+        size: cfg.sandbox.pool_size,
+        shim: crate::cri::warm::find_shim(exe.as_deref().and_then(Path::parent)),
+        address: cfg.address.clone(),
+        ttrpc_address: ttrpc.into(),
+        sandbox_config: config_path(cfg),
+        dir: cfg.state.join("sandbox").join("pool"),
+    })
+}
+
 /// Why the sandbox runtime cannot run pods here, if it cannot.
 pub fn unavailable(kernel: &Path) -> Option<String> {
     (!kernel.is_file()).then(|| {

@@ -50,7 +50,12 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         max_concurrent_downloads: cfg.registry.max_concurrent_downloads.max(1),
         uuid: server_uuid(&cfg.root)?,
         root: cfg.root.clone(),
-        cri: crate::cri::Cri::new(cfg.cri.clone(), &cfg.state, &cfg.sandbox.kernel),
+        cri: crate::cri::Cri::new(
+            cfg.cri.clone(),
+            &cfg.state,
+            &cfg.sandbox.kernel,
+            crate::sandbox::pool_config(&cfg),
+        ),
     });
     if !daemon.snapshotters.contains_key(&cfg.snapshotter) {
         bail!(
@@ -75,6 +80,14 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     svc.cri_recover().await;
     if cfg.cri.enabled {
         start_stream_server(&cfg, &daemon).await?;
+    }
+    if daemon.cri.warm.enabled() {
+        let d = daemon.clone();
+        tokio::spawn(async move {
+            // A previous berthd's unused warm guests first.
+            d.cri.warm.drain(&d.cri.cni).await;
+            d.cri.warm.fill(&d.cri.cni).await;
+        });
     }
     crate::gc::spawn_collector(daemon.clone());
     // Whatever a crash left unreferenced goes now.
@@ -132,6 +145,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         )
         .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown_signal())
         .await;
+    daemon.cri.warm.drain(&daemon.cri.cni).await;
     let _ = fs::remove_file(&cfg.address);
     let _ = fs::remove_file(&daemon.tasks.config().ttrpc_address);
     tracing::info!("berthd stopped");

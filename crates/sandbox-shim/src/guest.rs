@@ -4,7 +4,7 @@
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use berth_sandbox_proto::{Event, Request};
@@ -21,9 +21,22 @@ pub struct Guest {
     pub agent: Arc<Agent>,
     /// Maps the image's root to the kernel's host uid, for idmapped layers.
     pub idmap: OwnedFd,
-    netns: Option<(PathBuf, String)>,
-    cgroups: Vec<PathBuf>,
+    /// The network namespace the kernel lives in, and the CNI interface redirected to the tap.
+    netns: Option<PathBuf>,
+    host_if: Mutex<Option<String>>,
+    cgroups: Mutex<Vec<PathBuf>>,
+    /// Booted ahead of its pod (warm pool): the pod's network, cgroup and name come at adoption.
+    waiting: AtomicBool,
     exited: AtomicBool,
+}
+
+/// When the guest learns its pod's network.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Network {
+    /// CNI has configured the namespace: take its interface over at boot.
+    Now,
+    /// Booted for the warm pool: only the tap exists; `adopt` does the rest.
+    Later,
 }
 
 /// Guest memory: the pod's memory limit when it has one, else the configured default.
@@ -90,6 +103,7 @@ pub fn boot(
     namespace: &str,
     group: &str,
     spec: &Value,
+    network: Network,
     on_event: Box<dyn Fn(Event) + Send + Sync>,
 ) -> Result<Guest> {
     cfg.check_kernel()?;
@@ -101,12 +115,20 @@ pub fn boot(
     }
     std::fs::create_dir_all(&dir).map_err(Error::io(format!("mkdir {}", dir.display())))?;
     let netns = netns_path(spec);
-    let pod_net = match &netns {
-        Some(ns) => net::inspect(ns)?,
-        None => None,
+    let pod_net = match (&netns, network) {
+        (Some(ns), Network::Now) => net::inspect(ns)?,
+        _ => None,
     };
-    let mac = pod_net.as_ref().map(|n| n.guest.mac.clone()).unwrap_or_default();
-    let cgroups = cgroup_dirs(spec);
+    let tap = match (&netns, &pod_net, network) {
+        (Some(_), Some(n), Network::Now) => Some((net::TAP.to_string(), n.guest.mac.clone())),
+        (Some(_), _, Network::Later) => Some((net::TAP.to_string(), net::random_mac())),
+        _ => None,
+    };
+    let cgroups = if network == Network::Now {
+        cgroup_dirs(spec)
+    } else {
+        Vec::new()
+    };
     let vspec = vm::VmSpec {
         dir: dir.clone(),
         kernel: cfg.kernel.clone(),
@@ -114,7 +136,7 @@ pub fn boot(
         memory_mb: memory_mb(cfg, spec),
         host_uid: cfg.host_uid,
         netns: netns.clone(),
-        tap: pod_net.as_ref().map(|_| (net::TAP.to_string(), mac)),
+        tap: tap.clone(),
         cgroup_procs: cgroups.iter().map(|d| d.join("cgroup.procs")).collect(),
         log: dir.with_extension("log"),
     };
@@ -125,9 +147,13 @@ pub fn boot(
         cgroups: cgroups.clone(),
     };
     vm::prepare_dir(&vspec)?;
-    if let (Some(ns), Some(n)) = (&netns, &pod_net) {
-        net::connect(ns, n, cfg.host_uid)?;
-        undo.net = Some((ns.clone(), n.host_if.clone()));
+    if let (Some(ns), Some(_)) = (&netns, &tap) {
+        undo.net = Some((ns.clone(), None));
+        net::create_tap(ns, cfg.host_uid)?;
+        if let Some(n) = &pod_net {
+            undo.net = Some((ns.clone(), Some(n.host_if.clone())));
+            net::redirect(ns, n)?;
+        }
     }
     let idmap = sys::user_namespace(&[(0, cfg.host_uid, 65535), (65535, 0, 1)])?;
     let started = Instant::now();
@@ -168,7 +194,7 @@ pub fn boot(
             Duration::from_secs(10),
         )?;
     }
-    let net = undo.net.take();
+    undo.net = None;
     undo.pid = 0;
     undo.cgroups.clear();
     undo.dir = PathBuf::new();
@@ -177,8 +203,10 @@ pub fn boot(
         dir,
         agent,
         idmap,
-        netns: net,
-        cgroups,
+        netns,
+        host_if: Mutex::new(pod_net.map(|n| n.host_if)),
+        cgroups: Mutex::new(cgroups),
+        waiting: AtomicBool::new(network == Network::Later),
         exited: AtomicBool::new(false),
     })
 }
@@ -187,7 +215,7 @@ pub fn boot(
 struct Undo {
     dir: PathBuf,
     pid: i32,
-    net: Option<(PathBuf, String)>,
+    net: Option<(PathBuf, Option<String>)>,
     cgroups: Vec<PathBuf>,
 }
 
@@ -199,7 +227,7 @@ impl Drop for Undo {
             unsafe { libc::waitpid(self.pid, std::ptr::null_mut(), 0) };
         }
         if let Some((ns, host_if)) = &self.net {
-            net::disconnect(ns, host_if);
+            net::disconnect(ns, host_if.as_deref());
         }
         if !self.dir.as_os_str().is_empty() {
             cleanup_dir(&self.dir);
@@ -260,10 +288,76 @@ impl Guest {
     pub fn cleanup(&self) {
         self.kill();
         self.wait_exited(Duration::from_secs(5));
-        if let Some((ns, host_if)) = &self.netns {
-            net::disconnect(ns, host_if);
+        if let Some(ns) = &self.netns {
+            let host_if = self.host_if.lock().ok().and_then(|g| g.clone());
+            net::disconnect(ns, host_if.as_deref());
         }
         cleanup_dir(&self.dir);
-        remove_cgroups(&self.cgroups);
+        let cgroups = self.cgroups.lock().map(|g| g.clone()).unwrap_or_default();
+        remove_cgroups(&cgroups);
     }
+
+    /// A warm guest becomes the pod's: CNI has configured the namespace it was booted in, so
+    /// the interface is taken over now; the kernel's processes join the pod's cgroup.
+    pub fn adopt(&self, spec: &Value) -> Result<()> {
+        if !self.waiting.swap(false, Ordering::SeqCst) {
+            return Ok(());
+        }
+        if netns_path(spec) != self.netns {
+            return Err(Error::FailedPrecondition(format!(
+                "the warm sandbox guest lives in network namespace {:?}, the pod asks for {:?}",
+                self.netns,
+                netns_path(spec)
+            )));
+        }
+        let dirs = cgroup_dirs(spec);
+        for pid in namespace_pids(self.pid) {
+            for d in &dirs {
+                if let Err(e) = std::fs::write(d.join("cgroup.procs"), pid.to_string()) {
+                    log::warn!("move guest process {pid} into {}: {e}", d.display());
+                }
+            }
+        }
+        if let Ok(mut g) = self.cgroups.lock() {
+            *g = dirs;
+        }
+        let hostname = spec
+            .get("hostname")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string();
+        let Some(ns) = &self.netns else {
+            return Ok(());
+        };
+        let Some(n) = net::inspect(ns)? else {
+            return Ok(());
+        };
+        if let Ok(mut g) = self.host_if.lock() {
+            *g = Some(n.host_if.clone());
+        }
+        net::redirect(ns, &n)?;
+        self.agent.call(
+            &Request::ConfigureNetwork {
+                interfaces: vec![n.guest.clone()],
+                routes: n.routes.clone(),
+                hostname,
+            },
+            Duration::from_secs(10),
+        )?;
+        Ok(())
+    }
+}
+
+/// Every process in the PID namespace whose init is `pid` (the kernel and its helpers).
+fn namespace_pids(pid: i32) -> Vec<i32> {
+    let Ok(ns) = std::fs::read_link(format!("/proc/{pid}/ns/pid")) else {
+        return Vec::new();
+    };
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()))
+        .filter(|p| std::fs::read_link(format!("/proc/{p}/ns/pid")).ok().as_ref() == Some(&ns))
+        .collect()
 }

@@ -22,6 +22,45 @@ use crate::error::{Error, Result};
 use crate::service::SandboxService;
 
 pub const RUNTIME_ID: &str = "io.containerd.berth-sandbox.v2";
+/// Set (to a network namespace path) on a shim server started for the warm pool: it boots its
+/// guest at once, in that namespace.
+pub const PREWARM_ENV: &str = "BERTH_SANDBOX_PREWARM";
+/// On a pod's specs: the address of the warm shim whose guest the pod took.
+pub const SHIM_ADDRESS_ANNOTATION: &str = "io.berth.sandbox.shim-address";
+
+/// The `start` action: a pod that took a warm guest is served by that guest's shim (named in
+/// its specs); any other group gets its own shim as usual.
+fn start(flags: &containerd_shim::Flags) -> Result<()> {
+    let bundle = std::env::current_dir().map_err(Error::io("cwd"))?;
+    let warm = std::fs::read(bundle.join("config.json"))
+        .ok()
+        .and_then(|d| serde_json::from_slice::<serde_json::Value>(&d).ok())
+        .and_then(|s| {
+            s.pointer(&format!(
+                "/annotations/{}",
+                SHIM_ADDRESS_ANNOTATION.replace('/', "~1")
+            ))
+            .and_then(|v| v.as_str())
+            .map(str::to_string)
+        });
+    let Some(address) = warm else {
+        return berth_shim::start::run(flags);
+    };
+    // Runtime options come on stdin; this group's shim already has what it needs.
+    let mut sink = Vec::new();
+    let _ = std::io::Read::read_to_end(&mut std::io::Read::take(std::io::stdin(), 1 << 20), &mut sink);
+    let path = berth_shim::server::socket_path(&address);
+    if std::os::unix::net::UnixStream::connect(path).is_err() {
+        return Err(Error::FailedPrecondition(format!(
+            "the warm sandbox shim at {address} is gone"
+        )));
+    }
+    std::fs::write(bundle.join("address"), &address).map_err(Error::io("write address"))?;
+    let mut out = std::io::stdout().lock();
+    out.write_all(address.as_bytes())
+        .and_then(|_| out.flush())
+        .map_err(Error::io("write address"))
+}
 
 impl TaskService for SandboxService {
     fn on_exit(&self, pid: i32, code: u32) -> bool {
@@ -102,11 +141,27 @@ fn main() {
         Err(Error::InvalidArgument("-namespace is required".into()))
     } else {
         match flags.action.as_str() {
-            "start" => berth_shim::start::run(&flags),
             "delete" => delete(&flags),
+            "start" => start(&flags),
             _ => config::Config::load().and_then(|cfg| {
+                let prewarm = std::env::var_os(PREWARM_ENV).map(std::path::PathBuf::from);
+                if prewarm.is_some() {
+                    // The pool that started us stops us by this pid if no pod takes us.
+                    let _ = std::fs::write("shim.pid", std::process::id().to_string());
+                }
+                let id = flags.id.clone();
                 server::serve_task(&flags, |ctx| {
-                    SandboxService::new(ctx.namespace, cfg, ctx.reaper, ctx.events, ctx.exit)
+                    let s =
+                        SandboxService::new(ctx.namespace, cfg, ctx.reaper, ctx.events, ctx.exit);
+                    if let Some(netns) = prewarm {
+                        let warm = s.clone();
+                        std::thread::spawn(move || {
+                            if let Err(e) = warm.prewarm(&id, &netns) {
+                                log::error!("warm sandbox guest: {e}");
+                            }
+                        });
+                    }
+                    s
                 })
             }),
         }

@@ -117,15 +117,20 @@ pub fn inspect(netns: &Path) -> Result<Option<PodNetwork>> {
     }))
 }
 
-/// Creates the tap (owned by the guest kernel's host uid) and the redirects both ways.
-pub fn connect(netns: &Path, net: &PodNetwork, host_uid: u32) -> Result<()> {
+/// Creates the tap the guest kernel opens (owned by its host uid).
+pub fn create_tap(netns: &Path, host_uid: u32) -> Result<()> {
     let uid = host_uid.to_string();
     run(
         netns,
         "ip",
         &["tuntap", "add", "dev", TAP, "mode", "tap", "user", &uid, "group", &uid],
         None,
-    )?;
+    )
+    .map(drop)
+}
+
+/// Redirects every frame between the CNI interface and the tap, both ways.
+pub fn redirect(netns: &Path, net: &PodNetwork) -> Result<()> {
     let mtu = net.guest.mtu.max(576).to_string();
     run(netns, "ip", &["link", "set", TAP, "mtu", &mtu, "up"], None)?;
     let eth = &net.host_if;
@@ -138,12 +143,25 @@ pub fn connect(netns: &Path, net: &PodNetwork, host_uid: u32) -> Result<()> {
     run(netns, "tc", &["-batch", "-"], Some(&script)).map(drop)
 }
 
-/// Removes the tap and the redirect on the CNI interface (best effort: the namespace may be
-/// gone already).
-pub fn disconnect(netns: &Path, host_if: &str) {
+/// Removes the tap and the redirect on the CNI interface, if any (best effort: the namespace
+/// may be gone already).
+pub fn disconnect(netns: &Path, host_if: Option<&str>) {
     if !netns.exists() {
         return;
     }
-    let _ = run(netns, "tc", &["qdisc", "del", "dev", host_if, "ingress"], None);
+    if let Some(eth) = host_if {
+        let _ = run(netns, "tc", &["qdisc", "del", "dev", eth, "ingress"], None);
+    }
     let _ = run(netns, "ip", &["link", "del", TAP], None);
+}
+
+/// A locally administered unicast MAC for a guest whose pod interface is not known yet.
+pub fn random_mac() -> String {
+    let mut b = [0u8; 6];
+    if let Ok(mut f) = std::fs::File::open("/dev/urandom") {
+        use std::io::Read;
+        let _ = f.read_exact(&mut b);
+    }
+    b[0] = (b[0] & 0xfe) | 0x02;
+    b.iter().map(|x| format!("{x:02x}")).collect::<Vec<_>>().join(":")
 }

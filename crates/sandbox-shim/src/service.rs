@@ -285,7 +285,7 @@ impl SandboxService {
         is_vm
     }
 
-    /// Boots the group's guest unless it runs already.
+    /// Boots the group's guest unless it runs already (a warm one is adopted by the pod).
     fn ensure_guest(&self, id: &str, spec: &Value) -> Result<Arc<Guest>> {
         let _boot = self.booting.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(g) = self.lock().guest.clone() {
@@ -294,18 +294,40 @@ impl SandboxService {
                     "the sandbox's guest kernel has stopped".into(),
                 ));
             }
+            g.adopt(spec)?;
             return Ok(g);
         }
         let group = annotation(spec, "io.kubernetes.cri.sandbox-id")
             .filter(|s| !s.is_empty())
             .unwrap_or(id);
+        self.boot(group, spec, guest::Network::Now)
+    }
+
+    /// Boots a guest in `netns` before any pod asks (warm pool); the first pod created here
+    /// adopts it.
+    pub fn prewarm(&self, group: &str, netns: &Path) -> Result<()> {
+        let _boot = self.booting.lock().unwrap_or_else(|e| e.into_inner());
+        let spec = serde_json::json!({
+            "linux": {"namespaces": [{"type": "network", "path": netns}]}
+        });
+        self.boot(group, &spec, guest::Network::Later).map(drop)
+    }
+
+    fn boot(&self, group: &str, spec: &Value, network: guest::Network) -> Result<Arc<Guest>> {
         let me = self.me.clone();
         let on_event = Box::new(move |ev: Event| {
             if let Some(s) = me.upgrade() {
                 s.on_agent_event(ev);
             }
         });
-        let g = Arc::new(guest::boot(&self.cfg, &self.namespace, group, spec, on_event)?);
+        let g = Arc::new(guest::boot(
+            &self.cfg,
+            &self.namespace,
+            group,
+            spec,
+            network,
+            on_event,
+        )?);
         self.lock().guest = Some(g.clone());
         // The kernel may have died before we recorded its pid.
         if let Some(code) = self.reaper.take(g.pid) {

@@ -200,6 +200,7 @@ impl Service {
             image_cfg.clone(),
             files,
         );
+        let warm_address = sandbox.warm.as_ref().map(|w| w.address.clone());
         let spec = blocking(move || {
             let (meta, sandbox, image_name, image_cfg, files) = input;
             // Only user and group names need the image's files: mount them just for the lookup.
@@ -228,6 +229,10 @@ impl Service {
             }
             berth_spec::to_json(&spec?)
                 .map_err(|e| Status::internal(format!("container spec: {e}")))
+                .map(|spec| match &warm_address {
+                    Some(a) => super::warm::annotate(spec, a),
+                    None => spec,
+                })
         })
         .await?;
         let mut labels = meta.config.labels.clone();

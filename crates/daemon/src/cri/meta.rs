@@ -68,6 +68,9 @@ pub struct SandboxMeta {
     /// hostname, hosts, resolv.conf and the shm mount point.
     pub dir: PathBuf,
     pub shm_mounted: bool,
+    /// The warm sandbox shim (and its guest) the pod took, if it took one.
+    #[serde(default)]
+    pub warm: Option<super::warm::Warm>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

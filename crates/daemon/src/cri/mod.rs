@@ -15,6 +15,7 @@ pub mod recover;
 pub mod runtime;
 pub mod sandbox;
 pub mod stats;
+pub mod warm;
 pub mod streaming;
 
 use std::collections::HashMap;
@@ -50,6 +51,8 @@ pub struct Cri {
     pub stream: std::sync::OnceLock<berth_stream::Server>,
     /// Per container: when its writable layer was last measured, and what was found.
     layer_usage: Mutex<HashMap<String, (std::time::Instant, LayerUsage)>>,
+    /// Sandbox guests booted ahead of their pods.
+    pub warm: warm::Pool,
 }
 
 fn guard<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -57,7 +60,12 @@ fn guard<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Cri {
-    pub fn new(config: CriConfig, state: &std::path::Path, sandbox_kernel: &std::path::Path) -> Cri {
+    pub fn new(
+        config: CriConfig,
+        state: &std::path::Path,
+        sandbox_kernel: &std::path::Path,
+        pool: Option<warm::PoolConfig>,
+    ) -> Cri {
         let state_dir = state.join("cri");
         let cni = berth_cni::Cni::new(berth_cni::Config {
             conf_dir: config.cni.conf_dir.clone(),
@@ -77,6 +85,7 @@ impl Cri {
             layer_usage: Default::default(),
             taps: Default::default(),
             stream: Default::default(),
+            warm: warm::Pool::new(pool),
         }
     }
 

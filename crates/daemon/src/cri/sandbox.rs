@@ -191,6 +191,7 @@ impl Service {
             cgroup_parent: String::new(),
             dir: self.cri.sandbox_dir(&id),
             shm_mounted: false,
+            warm: None,
         };
         meta.cgroup_parent = meta
             .config
@@ -241,10 +242,22 @@ impl Service {
             phase("pod files and shm");
             meta.shm_mounted = true;
         }
+        // A sandboxed pod takes a warm guest if one waits: its namespace becomes the pod's.
+        if !host_network && handler.network_first {
+            if let Some(w) = self.cri.warm.take() {
+                meta.netns = Some(w.netns.clone());
+                meta.warm = Some(w);
+                let s = self.clone();
+                tokio::spawn(async move { s.cri.warm.fill(&s.cri.cni).await });
+            }
+        }
         let net = if host_network {
             None
         } else {
-            let netns = self.cri.cni.create_netns(&id).await.map_err(cni_status)?;
+            let netns = match &meta.warm {
+                Some(w) => w.netns.clone(),
+                None => self.cri.cni.create_netns(&id).await.map_err(cni_status)?,
+            };
             phase("netns");
             meta.netns = Some(netns);
             Some(self.pod_network(meta)?)
@@ -312,8 +325,11 @@ impl Service {
             oom_score_adj_min: oom_score_adj_min(),
         })
         .map_err(super::container::spec_status)?;
-        let spec = berth_spec::to_json(&spec)
+        let mut spec = berth_spec::to_json(&spec)
             .map_err(|e| Status::internal(format!("sandbox spec: {e}")))?;
+        if let Some(w) = &meta.warm {
+            spec = super::warm::annotate(spec, &w.address);
+        }
 
         let rootfs = {
             let _hold = self.gc.hold().await;
@@ -475,6 +491,9 @@ impl Service {
     /// Everything a pod holds, released (run failure undo and RemovePodSandbox).
     async fn destroy_pod(&self, meta: &SandboxMeta) -> Result<(), Status> {
         self.stop_pod_resources(meta).await?;
+        if let Some(w) = &meta.warm {
+            self.cri.warm.release(&self.cri.cni, w).await;
+        }
         // Snapshot first: the collector must not race us for it once the record is gone.
         self.cri_remove_rootfs(&meta.id).await?;
         self.cri_delete_record(&meta.id).await?;

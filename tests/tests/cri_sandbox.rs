@@ -1,0 +1,294 @@
+//! Sandboxed pods: RuntimeClass handler `sandbox` runs a pod's containers under their own guest
+//! kernel (User-Mode Linux, `containerd-shim-berth-sandbox-v2`), side by side with runc pods on
+//! one berthd. Real UML, real CNI, real images from the test registry.
+
+use std::time::{Duration, Instant};
+
+use berth_tests::cri::*;
+use k8s_cri::v1::*;
+use tonic::Code;
+
+const SANDBOX: &str = "sandbox";
+
+fn host_release() -> String {
+    String::from_utf8_lossy(
+        &std::process::Command::new("uname")
+            .arg("-r")
+            .output()
+            .expect("uname")
+            .stdout,
+    )
+    .trim()
+    .to_string()
+}
+
+fn stdout(r: &ExecSyncResponse) -> String {
+    String::from_utf8_lossy(&r.stdout).trim().to_string()
+}
+
+/// The guest kernel's host pid, as the sandbox shim records it beside the sandbox directory.
+fn guest_pid(env: &CriEnv, pod_id: &str) -> i32 {
+    let file = env
+        .daemon()
+        .state()
+        .join("sandbox")
+        .join(format!("k8s.io-{pod_id}.pid"));
+    std::fs::read_to_string(&file)
+        .unwrap_or_else(|e| panic!("read {}: {e}", file.display()))
+        .trim()
+        .parse()
+        .expect("pid")
+}
+
+fn alive(pid: i32) -> bool {
+    std::fs::read(format!("/proc/{pid}/cmdline"))
+        .map(|c| c.starts_with(b"linux.uml"))
+        .unwrap_or(false)
+}
+
+fn sandbox_pod(env: &CriEnv, name: &str) -> (PodSandboxConfig, String) {
+    let pod = env.pod_config(name);
+    let id = env
+        .try_run_pod(&pod, SANDBOX)
+        .unwrap_or_else(|e| panic!("RunPodSandbox {name} with handler sandbox: {e}"));
+    (pod, id)
+}
+
+/// Removes the pod and checks that nothing of it is left: no netns, veth, IP, mount, cgroup,
+/// iptables rule — and no guest kernel process.
+fn remove_and_check(env: &CriEnv, pod_id: &str, kernel_pid: i32) {
+    env.stop_pod(pod_id);
+    env.remove_pod(pod_id);
+    wait_for("the guest kernel to end", Duration::from_secs(10), || {
+        !alive(kernel_pid)
+    });
+    let dir = env.daemon().state().join("sandbox");
+    let left: Vec<_> = std::fs::read_dir(&dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains(pod_id))
+        .collect();
+    assert!(left.is_empty(), "sandbox files left in {}: {left:?}", dir.display());
+}
+
+#[test]
+fn sandboxed_and_runc_pods_run_side_by_side_with_different_kernels() {
+    let env = CriEnv::start();
+    let (spod, sid) = sandbox_pod(&env, "guest");
+    let rpod = env.pod_config("native");
+    let rid = env.run_pod(&rpod);
+    let sc = env.run_container(
+        &sid,
+        &spod,
+        &env.container_config(&spod, "box", "busybox", &["sleep", "3600"]),
+    );
+    let rc = env.run_container(
+        &rid,
+        &rpod,
+        &env.container_config(&rpod, "box", "busybox", &["sleep", "3600"]),
+    );
+    let host = host_release();
+    let guest = env.exec_sync(&sc, &["uname", "-r"]);
+    let native = env.exec_sync(&rc, &["uname", "-r"]);
+    assert_eq!(guest.exit_code, 0, "{guest:?}");
+    assert_eq!(stdout(&native), host, "a runc container shares the host kernel");
+    assert!(
+        !stdout(&guest).is_empty() && stdout(&guest) != host,
+        "the sandboxed container must see its own kernel, got {:?} (host {host})",
+        stdout(&guest)
+    );
+    // Both run at the same time.
+    for c in [&sc, &rc] {
+        assert_eq!(
+            env.container_status(c).state,
+            ContainerState::ContainerRunning as i32
+        );
+    }
+    assert_eq!(env.pod_status(&sid).state, PodSandboxState::SandboxReady as i32);
+    let pid = guest_pid(&env, &sid);
+    assert!(alive(pid));
+    remove_and_check(&env, &sid, pid);
+    env.stop_pod(&rid);
+    env.remove_pod(&rid);
+    env.assert_no_footprint("after removing both pods");
+}
+
+#[test]
+fn sandboxed_container_exit_logs_exec_and_stop() {
+    let env = CriEnv::start();
+    let (pod, pod_id) = sandbox_pod(&env, "life");
+    let pid = guest_pid(&env, &pod_id);
+
+    // Exit code and both streams in the CRI log.
+    let job = env.container_config(&pod, "job", "busybox", &["sh", "-c", "echo out; echo err >&2; exit 3"]);
+    let (code, lines) = env.run_to_exit(&pod_id, &pod, &job);
+    assert_eq!(code, 3);
+    assert_eq!(stream_text(&lines, "stdout").trim(), "out", "{lines:?}");
+    assert_eq!(stream_text(&lines, "stderr").trim(), "err", "{lines:?}");
+
+    // ExecSync: output and exit code.
+    let svc = env.run_container(
+        &pod_id,
+        &pod,
+        &env.container_config(&pod, "svc", "busybox", &["sh", "-c", "trap 'exit 0' TERM; while true; do sleep 1; done"]),
+    );
+    let r = env.exec_sync(&svc, &["sh", "-c", "echo hi; echo oops >&2; exit 5"]);
+    assert_eq!((r.exit_code, stdout(&r)), (5, "hi".to_string()));
+    assert_eq!(String::from_utf8_lossy(&r.stderr).trim(), "oops");
+
+    // StopContainer: SIGTERM first (the trap exits 0)...
+    let mut cri = env.cri.clone();
+    env.rt
+        .block_on(cri.runtime.stop_container(StopContainerRequest {
+            container_id: svc.clone(),
+            timeout: 10,
+        }))
+        .expect("stop svc");
+    let st = env.container_status(&svc);
+    assert_eq!(st.state, ContainerState::ContainerExited as i32);
+    assert_eq!(st.exit_code, 0, "SIGTERM reached the trap: {st:?}");
+
+    // ...then SIGKILL after the timeout for a process that ignores SIGTERM.
+    let stubborn = env.run_container(
+        &pod_id,
+        &pod,
+        &env.container_config(&pod, "stubborn", "busybox", &["sh", "-c", "trap '' TERM; while true; do sleep 1; done"]),
+    );
+    let started = Instant::now();
+    env.rt
+        .block_on(cri.runtime.stop_container(StopContainerRequest {
+            container_id: stubborn.clone(),
+            timeout: 2,
+        }))
+        .expect("stop stubborn");
+    let took = started.elapsed();
+    let st = env.container_status(&stubborn);
+    assert_eq!(st.state, ContainerState::ContainerExited as i32);
+    assert_eq!(st.exit_code, 137, "killed after the timeout: {st:?}");
+    assert!(took >= Duration::from_secs(2), "SIGKILL came before the timeout ({took:?})");
+
+    remove_and_check(&env, &pod_id, pid);
+    env.assert_no_footprint("after removing the sandboxed pod");
+}
+
+#[test]
+fn escape_attempts_from_the_sandbox_fail() {
+    let env = CriEnv::start();
+    let (pod, pod_id) = sandbox_pod(&env, "jail");
+    let pid = guest_pid(&env, &pod_id);
+    let c = env.run_container(
+        &pod_id,
+        &pod,
+        &env.container_config(&pod, "box", "busybox", &["sleep", "3600"]),
+    );
+    let host_shadow = std::fs::read_to_string("/etc/shadow").expect("host /etc/shadow");
+    let host_passwd_line = std::fs::read_to_string("/etc/passwd")
+        .expect("host /etc/passwd")
+        .lines()
+        .last()
+        .unwrap_or_default()
+        .to_string();
+
+    // Every hostfs source the guest may try, including climbing out with `..` and a symlink
+    // the guest plants in its own rootfs pointing at the host's /etc.
+    let rootfs = format!("/c/{c}/rootfs");
+    let attempts = [
+        "/etc".to_string(),
+        "/../../../../../etc".to_string(),
+        "//etc/./".to_string(),
+        format!("{rootfs}/../../../../etc"),
+        format!("{rootfs}/escape"),
+    ];
+    let script = format!(
+        "ln -s /etc /escape; mkdir -p /mnt/x; for src in {}; do \
+           if mount -t hostfs none /mnt/x -o \"$src\" 2>/dev/null; then \
+             echo \"== $src\"; cat /mnt/x/shadow /mnt/x/passwd 2>/dev/null; umount /mnt/x; \
+           else echo \"refused $src\"; fi; \
+         done; cat /etc/shadow 2>/dev/null; cat /proc/1/root/etc/shadow 2>/dev/null; true",
+        attempts.map(|a| format!("'{a}'")).join(" ")
+    );
+    let r = env.exec_sync(&c, &["sh", "-c", &script]);
+    let out = String::from_utf8_lossy(&r.stdout).to_string();
+    assert!(r.exit_code == 0, "{r:?}");
+    for line in host_shadow.lines().filter(|l| !l.trim().is_empty()) {
+        assert!(!out.contains(line), "host /etc/shadow line {line:?} seen in the guest:\n{out}");
+    }
+    assert!(
+        host_passwd_line.is_empty() || !out.contains(&host_passwd_line),
+        "host /etc/passwd seen in the guest:\n{out}"
+    );
+
+    // Host processes are invisible: a host process with a unique command line.
+    let mut marker = std::process::Command::new("sleep")
+        .arg("987654")
+        .spawn()
+        .expect("spawn marker");
+    let r = env.exec_sync(
+        &c,
+        &["sh", "-c", "grep -l 98765[4] /proc/[0-9]*/cmdline 2>/dev/null; ls /proc | grep -c '^[0-9]'"],
+    );
+    let _ = marker.kill();
+    let _ = marker.wait();
+    let out = stdout(&r);
+    assert!(!out.contains("/proc/"), "a host process is visible in the guest:\n{out}");
+    let guest_procs: usize = out.lines().last().unwrap_or("0").parse().unwrap_or(0);
+    assert!(guest_procs > 0 && guest_procs < 20, "guest sees {guest_procs} processes");
+
+    remove_and_check(&env, &pod_id, pid);
+    env.assert_no_footprint("after the escape attempts");
+}
+
+#[test]
+fn httpd_in_a_sandboxed_pod_answers_on_its_pod_ip() {
+    let env = CriEnv::start();
+    let (pod, pod_id) = sandbox_pod(&env, "web");
+    let pid = guest_pid(&env, &pod_id);
+    env.run_container(&pod_id, &pod, &env.container_config(&pod, "httpd", "httpd", &[]));
+    let ip = env.pod_ip(&pod_id);
+    assert!(ip.starts_with(&env.ip_prefix), "pod ip {ip}");
+    let (code, body) = http_get_eventually(&ip, 8080);
+    assert_eq!(code, 200, "{body}");
+    assert!(body.contains("hello from busybox httpd"), "{body}");
+    remove_and_check(&env, &pod_id, pid);
+    env.assert_no_footprint("after removing the web pod");
+}
+
+#[test]
+fn killing_the_guest_kernel_stops_the_pods_tasks() {
+    let env = CriEnv::start();
+    let (pod, pod_id) = sandbox_pod(&env, "doomed");
+    let pid = guest_pid(&env, &pod_id);
+    let c = env.run_container(
+        &pod_id,
+        &pod,
+        &env.container_config(&pod, "box", "busybox", &["sleep", "3600"]),
+    );
+    // SAFETY: kill(2) of the guest kernel this test's berthd started.
+    unsafe { libc::kill(pid, libc::SIGKILL) };
+    let st = env.wait_exited(&c);
+    assert_eq!(st.exit_code, 137, "{st:?}");
+    wait_for("the pod to be not ready", Duration::from_secs(10), || {
+        env.pod_status(&pod_id).state == PodSandboxState::SandboxNotready as i32
+    });
+    remove_and_check(&env, &pod_id, pid);
+    env.assert_no_footprint("after the guest kernel was killed");
+}
+
+#[test]
+fn a_missing_guest_kernel_is_a_clear_error() {
+    let env = CriEnv::start_with(Options {
+        extra_config: "[sandbox]\nkernel = \"/nonexistent/linux.uml\"\n".into(),
+        ..Default::default()
+    });
+    let pod = env.pod_config("nokernel");
+    let e = env.try_run_pod(&pod, SANDBOX).expect_err("no guest kernel");
+    assert_eq!(e.code(), Code::InvalidArgument, "{e}");
+    assert!(
+        e.message().contains("/nonexistent/linux.uml") && e.message().contains("sandbox"),
+        "{}",
+        e.message()
+    );
+    env.assert_no_footprint("after the refused pod");
+}
