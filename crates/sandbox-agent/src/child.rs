@@ -46,12 +46,14 @@ pub enum Stage {
     Setuid = 20,
     Chdir = 21,
     Exec = 22,
+    /// Allocating the terminal from the container's /dev/ptmx.
+    Pty = 23,
 }
 
 impl Stage {
     fn from_u32(v: u32) -> Option<Stage> {
         use Stage::*;
-        const ALL: [Stage; 23] = [
+        const ALL: [Stage; 24] = [
             Ready,
             Unshare,
             Setns,
@@ -75,6 +77,7 @@ impl Stage {
             Setuid,
             Chdir,
             Exec,
+            Pty,
         ];
         ALL.get(v as usize).copied()
     }
@@ -145,7 +148,11 @@ pub struct ChildPlan {
     pub stdin: RawFd,
     pub stdout: RawFd,
     pub stderr: RawFd,
-    pub terminal: bool,
+    /// With a terminal: the socket the child sends the terminal's master on (`-1`: none).
+    /// The terminal comes from the container's own devpts (as runc makes it), so that
+    /// `/dev/pts/N` names it inside the container.
+    pub console: RawFd,
+    pub winsize: Option<(u16, u16)>,
     pub root: Option<RootPlan>,
     pub rlimits: Vec<(libc::__rlimit_resource_t, u64, u64)>,
     pub no_new_privs: bool,
@@ -182,7 +189,7 @@ impl ChildPlan {
     pub fn new(
         ns: Namespaces,
         stdio: (RawFd, RawFd, RawFd),
-        terminal: bool,
+        console: RawFd,
         root: Option<RootPlan>,
         argv: Vec<CString>,
         envp: Vec<CString>,
@@ -204,7 +211,8 @@ impl ChildPlan {
             stdin: stdio.0,
             stdout: stdio.1,
             stderr: stdio.2,
-            terminal,
+            console,
+            winsize: None,
             root,
             rlimits: Vec::new(),
             no_new_privs: false,
@@ -309,7 +317,7 @@ unsafe fn intermediate(plan: &ChildPlan, fds: &ChildFds) -> ! {
 ///
 /// # Safety
 /// Only in a forked child.
-unsafe fn close_other_fds(mut keep: [c_int; 2]) {
+unsafe fn close_other_fds(mut keep: [c_int; 3]) {
     keep.sort_unstable();
     let close_range = |lo: libc::c_uint, hi: libc::c_uint| {
         // SAFETY: closing descriptors has no memory effects in this single-threaded child.
@@ -469,6 +477,86 @@ unsafe fn setup_root(r: &RootPlan, err: RawFd) {
     }
 }
 
+/// Opens a terminal on the (container's) /dev/ptmx, sends its master to the agent and makes
+/// the slave this process's stdio and controlling terminal.
+///
+/// # Safety
+/// Only in a forked child, after setsid.
+unsafe fn terminal(plan: &ChildPlan, err: RawFd) {
+    // SAFETY: system calls on local plain data in a single-threaded child.
+    unsafe {
+        let master = libc::open(
+            c"/dev/ptmx".as_ptr(),
+            libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC,
+        );
+        if master < 0 {
+            fail(err, Stage::Pty, 0)
+        }
+        let unlock: c_int = 0;
+        if libc::ioctl(master, libc::TIOCSPTLCK, &unlock) < 0 {
+            fail(err, Stage::Pty, 1)
+        }
+        let slave = libc::ioctl(master, libc::TIOCGPTPEER, libc::O_RDWR | libc::O_NOCTTY);
+        if slave < 0 {
+            fail(err, Stage::Pty, 2)
+        }
+        if let Some((w, h)) = plan.winsize {
+            let ws = libc::winsize {
+                ws_row: h,
+                ws_col: w,
+                ws_xpixel: 0,
+                ws_ypixel: 0,
+            };
+            libc::ioctl(slave, libc::TIOCSWINSZ, &ws);
+        }
+        if !send_fd(plan.console, master) {
+            fail(err, Stage::Pty, 3)
+        }
+        libc::close(master);
+        libc::close(plan.console);
+        if libc::dup2(slave, 0) < 0 || libc::dup2(slave, 1) < 0 || libc::dup2(slave, 2) < 0 {
+            fail(err, Stage::Stdio, 0)
+        }
+        if slave > 2 {
+            libc::close(slave);
+        }
+        if libc::ioctl(0, libc::TIOCSCTTY, 0) < 0 {
+            fail(err, Stage::Ctty, 0)
+        }
+    }
+}
+
+/// Sends `fd` over a unix socket (SCM_RIGHTS) with a stack buffer.
+///
+/// # Safety
+/// Only in a forked child.
+unsafe fn send_fd(sock: RawFd, fd: RawFd) -> bool {
+    // SAFETY: msghdr and its control buffer are local; the CMSG macros stay inside it.
+    unsafe {
+        let mut byte = [0u8; 1];
+        let mut iov = libc::iovec {
+            iov_base: byte.as_mut_ptr().cast(),
+            iov_len: 1,
+        };
+        // CMSG_SPACE(sizeof(int)) is 24 on 64-bit; u64s keep the buffer aligned.
+        let mut control = [0u64; 4];
+        let mut msg: libc::msghdr = std::mem::zeroed();
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = control.as_mut_ptr().cast();
+        msg.msg_controllen = libc::CMSG_SPACE(std::mem::size_of::<c_int>() as u32) as usize;
+        let cmsg = libc::CMSG_FIRSTHDR(&msg);
+        if cmsg.is_null() {
+            return false;
+        }
+        (*cmsg).cmsg_level = libc::SOL_SOCKET;
+        (*cmsg).cmsg_type = libc::SCM_RIGHTS;
+        (*cmsg).cmsg_len = libc::CMSG_LEN(std::mem::size_of::<c_int>() as u32) as usize;
+        std::ptr::write_unaligned(libc::CMSG_DATA(cmsg).cast::<c_int>(), fd);
+        libc::sendmsg(sock, &msg, 0) == 1
+    }
+}
+
 /// The first candidate that is an executable regular file, or the errno execvp would give.
 ///
 /// # Safety
@@ -510,15 +598,15 @@ unsafe fn process(plan: &ChildPlan, fds: &ChildFds) -> ! {
         {
             fail(err, Stage::Stdio, 0)
         }
-        close_other_fds([err, fds.start]);
+        close_other_fds([err, fds.start, plan.console]);
         if libc::setsid() < 0 {
             fail(err, Stage::Setsid, 0)
         }
-        if plan.terminal && libc::ioctl(0, libc::TIOCSCTTY, 0) < 0 {
-            fail(err, Stage::Ctty, 0)
-        }
         if let Some(root) = &plan.root {
             setup_root(root, err);
+        }
+        if plan.console >= 0 {
+            terminal(plan, err);
         }
         for (i, (res, soft, hard)) in plan.rlimits.iter().enumerate() {
             let rl = libc::rlimit {
@@ -612,6 +700,12 @@ pub fn describe(stage: Stage, index: u32, errno: i32, info: &PlanInfo) -> AgentE
         Stage::Setuid => format!("setuid {}", info.uid),
         Stage::Chdir => format!("chdir {}", info.cwd),
         Stage::Exec => format!("exec {}", info.arg0),
+        Stage::Pty => match index {
+            0 => "open the container's /dev/ptmx for a terminal".into(),
+            1 => "unlock the terminal".into(),
+            2 => "open the terminal's slave".into(),
+            _ => "send the terminal to the agent".into(),
+        },
     };
     let source = io::Error::from_raw_os_error(errno);
     let bad_request = matches!(stage, Stage::Exec | Stage::Chdir)
@@ -634,7 +728,7 @@ mod tests {
 
     #[test]
     fn records_round_trip() {
-        for s in 0..23 {
+        for s in 0..24 {
             let stage = Stage::from_u32(s).unwrap();
             assert_eq!(stage as u32, s);
             assert_eq!(decode(&encode(stage, 7, -3)), Some((stage, 7, -3)));
@@ -667,7 +761,7 @@ mod tests {
         let p = ChildPlan::new(
             Namespaces::Unshare(0),
             (0, 1, 2),
-            false,
+            -1,
             None,
             vec![c"sh".into(), c"-c".into()],
             vec![],

@@ -144,7 +144,6 @@ fn process_plan(
     p: &Process,
     ns: Namespaces,
     io: &ProcIo,
-    terminal: bool,
     root: Option<RootPlan>,
     info: &mut PlanInfo,
 ) -> Result<ChildPlan, AgentError> {
@@ -166,7 +165,7 @@ fn process_plan(
     let mut plan = ChildPlan::new(
         ns,
         io.child_fds(),
-        terminal,
+        io.console_fd(),
         root,
         argv,
         envp,
@@ -179,6 +178,7 @@ fn process_plan(
         plan.rlimits.push((res, r.soft, r.hard));
         info.rlimits.push(r.kind.clone());
     }
+    plan.winsize = p.console_size();
     plan.no_new_privs = p.no_new_privileges;
     plan.umask = p.user.umask.unwrap_or(0o022);
     plan.uid = p.user.uid;
@@ -456,19 +456,17 @@ fn create_inner(
             .transpose()?,
     };
     let terminal = a.stdio.terminal || p.terminal;
-    let io = stdio::prepare(a.stdio, terminal, p.console_size())?;
+    let mut io = stdio::prepare(a.stdio, terminal)?;
     let ns = Namespaces::Unshare(
         libc::CLONE_NEWNS | libc::CLONE_NEWPID | libc::CLONE_NEWUTS | libc::CLONE_NEWIPC,
     );
-    let plan = process_plan(&p, ns, &io, terminal, Some(root), &mut info)?;
+    let plan = process_plan(&p, ns, &io, Some(root), &mut info)?;
 
-    let outputs = io.outputs.len() as u32;
-    let master = io.master.clone();
+    let outputs = io.output_count();
     let stdin_stream = a.stdio.stdin;
     let spawned = spawn(agent, &plan, &info, true, |st, pid| {
         let mut init = Proc::new(pid, stdin_stream);
         init.outputs_open = outputs;
-        init.master = master;
         st.by_pid.insert(pid, key.clone());
         st.containers.insert(
             key.container.clone(),
@@ -484,17 +482,12 @@ fn create_inner(
             },
         );
     })?;
-    let ProcIo {
-        child,
-        stdin: stdin_fd,
-        outputs,
-        ..
-    } = io;
-    drop(child);
+    drop(plan);
+    io.close_child_ends();
     let pid = spawned.pid;
 
     let ready = match next_record(&spawned.err) {
-        Ok(Some((Stage::Ready, _, _))) => pidns_of(pid),
+        Ok(Some((Stage::Ready, _, _))) => io.receive_terminal().and_then(|()| pidns_of(pid)),
         Ok(Some((stage, index, errno))) => Err(child::describe(stage, index, errno, &info)),
         Ok(None) => Err(AgentError::Sys {
             what: "the container's init exited during setup".into(),
@@ -516,6 +509,7 @@ fn create_inner(
         let mut st = agent.lock();
         if let Some(c) = st.containers.get_mut(&key.container) {
             c.pidns = pidns;
+            c.init.master = io.master.clone();
             c.start = spawned.start.map(|w| (w, spawned.err));
             c.info = info;
             c.dir = dir;
@@ -523,8 +517,8 @@ fn create_inner(
         }
     }
     work.keep = true;
-    stdio::spawn_readers(agent, key, pid, outputs);
-    if let (Some(fd), Some(rx)) = (stdin_fd, stdin) {
+    stdio::spawn_readers(agent, key, pid, std::mem::take(&mut io.outputs));
+    if let (Some(fd), Some(rx)) = (io.stdin.take(), stdin) {
         stdio::spawn_writer(agent, key, fd, rx);
     }
     Ok((
@@ -630,31 +624,23 @@ fn exec_inner(
         nsfds.push(OwnedFd::from(f));
     }
     let terminal = stdio_req.terminal || p.terminal;
-    let io = stdio::prepare(stdio_req, terminal, p.console_size())?;
+    let mut io = stdio::prepare(stdio_req, terminal)?;
     let mut info = PlanInfo {
         namespaces: EXEC_NAMESPACES.to_vec(),
         ..Default::default()
     };
-    let plan = process_plan(&p, Namespaces::Join(nsfds), &io, terminal, None, &mut info)?;
-    let outputs = io.outputs.len() as u32;
-    let master = io.master.clone();
+    let plan = process_plan(&p, Namespaces::Join(nsfds), &io, None, &mut info)?;
+    let outputs = io.output_count();
     let spawned = spawn(agent, &plan, &info, false, |st, pid| {
         let mut proc_ = Proc::new(pid, stdio_req.stdin);
         proc_.outputs_open = outputs;
-        proc_.master = master;
         st.register(key, proc_);
     })?;
     drop(plan);
-    let ProcIo {
-        child,
-        stdin: stdin_fd,
-        outputs,
-        ..
-    } = io;
-    drop(child);
+    io.close_child_ends();
     let pid = spawned.pid;
     let failed = match next_record(&spawned.err) {
-        Ok(None) => None,
+        Ok(None) => io.receive_terminal().err(),
         Ok(Some((stage, index, errno))) => Some(child::describe(stage, index, errno, &info)),
         Err(e) => Some(e),
     };
@@ -667,8 +653,11 @@ fn exec_inner(
         st.by_pid.remove(&pid);
         return Err(e);
     }
-    stdio::spawn_readers(agent, key, pid, outputs);
-    if let (Some(fd), Some(rx)) = (stdin_fd, stdin) {
+    if let Some(p) = agent.lock().proc_mut(key) {
+        p.master = io.master.clone();
+    }
+    stdio::spawn_readers(agent, key, pid, std::mem::take(&mut io.outputs));
+    if let (Some(fd), Some(rx)) = (io.stdin.take(), stdin) {
         stdio::spawn_writer(agent, key, fd, rx);
     }
     Ok((

@@ -20,22 +20,61 @@ pub enum StdinMsg {
 }
 
 pub struct ProcIo {
-    /// The child's stdin, stdout and stderr.
-    pub child: [OwnedFd; 3],
+    /// The child's stdin, stdout and stderr (`/dev/null` until a terminal replaces them);
+    /// closed in the agent once the child has them.
+    child: Option<[OwnedFd; 3]>,
     /// The agent's end of stdin (a pipe's write end, or the terminal's master).
     pub stdin: Option<OwnedFd>,
     /// The agent's ends of the output: stream id (0: read and drop) and descriptor.
     pub outputs: Vec<(u32, OwnedFd)>,
     pub master: Option<Arc<OwnedFd>>,
+    /// With a terminal: the agent's and the child's ends of the socket its master comes on.
+    console: Option<OwnedFd>,
+    console_child: Option<OwnedFd>,
+    streams: Stdio,
 }
 
 impl ProcIo {
     pub fn child_fds(&self) -> (RawFd, RawFd, RawFd) {
-        (
-            self.child[0].as_raw_fd(),
-            self.child[1].as_raw_fd(),
-            self.child[2].as_raw_fd(),
-        )
+        match &self.child {
+            Some([i, o, e]) => (i.as_raw_fd(), o.as_raw_fd(), e.as_raw_fd()),
+            None => (-1, -1, -1),
+        }
+    }
+
+    pub fn console_fd(&self) -> RawFd {
+        self.console_child.as_ref().map_or(-1, |c| c.as_raw_fd())
+    }
+
+    /// After the fork: the child has its copies; the agent's would keep pipes open.
+    pub fn close_child_ends(&mut self) {
+        self.child = None;
+        self.console_child = None;
+    }
+
+    /// How many output readers the process will have.
+    pub fn output_count(&self) -> u32 {
+        if self.console.is_some() {
+            1
+        } else {
+            self.outputs.len() as u32
+        }
+    }
+
+    /// Takes the terminal's master the child sent and wires stdin and output to it.
+    pub fn receive_terminal(&mut self) -> Result<(), AgentError> {
+        let Some(sock) = &self.console else {
+            return Ok(());
+        };
+        let master = crate::sys::recv_fd(sock).map_err(sys("receive the terminal's master"))?;
+        let dup = |fd: &OwnedFd| fd.try_clone().map_err(sys("dup terminal descriptor"));
+        if self.streams.stdin != 0 {
+            self.stdin = Some(dup(&master)?);
+        }
+        // Without a reader a terminal that fills up would stop the process.
+        self.outputs = vec![(self.streams.stdout, dup(&master)?)];
+        self.master = Some(Arc::new(master));
+        Ok(())
     }
 }
 
@@ -48,36 +87,21 @@ fn dev_null(write: bool) -> Result<OwnedFd, AgentError> {
     Ok(f.into())
 }
 
-/// Pipes for the connected streams (`/dev/null` for the others), or with `terminal` a
-/// pseudo-terminal whose master carries stdin and the output (on the stdout stream).
-pub fn prepare(
-    stdio: &Stdio,
-    terminal: bool,
-    size: Option<(u16, u16)>,
-) -> Result<ProcIo, AgentError> {
+/// Pipes for the connected streams (`/dev/null` for the others), or with `terminal` the
+/// socket on which the child sends the terminal it opens (its output comes on the stdout
+/// stream).
+pub fn prepare(stdio: &Stdio, terminal: bool) -> Result<ProcIo, AgentError> {
     if terminal {
-        let ws = size.map(|(w, h)| nix::pty::Winsize {
-            ws_row: h,
-            ws_col: w,
-            ws_xpixel: 0,
-            ws_ypixel: 0,
-        });
-        let pty =
-            nix::pty::openpty(ws.as_ref(), None).map_err(|e| sys("openpty")(io::Error::from(e)))?;
-        let dup = |fd: &OwnedFd| fd.try_clone().map_err(sys("dup terminal descriptor"));
-        let child = [dup(&pty.slave)?, dup(&pty.slave)?, pty.slave];
-        let stdin = if stdio.stdin != 0 {
-            Some(dup(&pty.master)?)
-        } else {
-            None
-        };
-        // Without a reader a terminal that fills up would stop the process.
-        let outputs = vec![(stdio.stdout, dup(&pty.master)?)];
+        let (ours, theirs) =
+            crate::sys::socketpair().map_err(sys("socketpair for the terminal"))?;
         return Ok(ProcIo {
-            child,
-            stdin,
-            outputs,
-            master: Some(Arc::new(pty.master)),
+            child: Some([dev_null(false)?, dev_null(true)?, dev_null(true)?]),
+            stdin: None,
+            outputs: Vec::new(),
+            master: None,
+            console: Some(ours),
+            console_child: Some(theirs),
+            streams: stdio.clone(),
         });
     }
     let mut outputs = Vec::new();
@@ -98,10 +122,13 @@ pub fn prepare(
     let child_out = out(stdio.stdout, "stdout")?;
     let child_err = out(stdio.stderr, "stderr")?;
     Ok(ProcIo {
-        child: [child_in, child_out, child_err],
+        child: Some([child_in, child_out, child_err]),
         stdin,
         outputs,
         master: None,
+        console: None,
+        console_child: None,
+        streams: stdio.clone(),
     })
 }
 
