@@ -206,12 +206,19 @@ fn escape_attempts_from_the_sandbox_fail() {
            if mount -t hostfs none /mnt/x -o \"$src\" 2>/dev/null; then \
              echo \"== $src\"; cat /mnt/x/shadow /mnt/x/passwd 2>/dev/null; umount /mnt/x; \
            else echo \"refused $src\"; fi; \
-         done; cat /etc/shadow 2>/dev/null; cat /proc/1/root/etc/shadow 2>/dev/null; true",
-        attempts.map(|a| format!("'{a}'")).join(" ")
+         done; cat /etc/shadow 2>/dev/null; cat /proc/1/root/etc/shadow 2>/dev/null; \
+         mount -t hostfs none /mnt/x -o '{rootfs}' && ls /mnt/x/bin/busybox && umount /mnt/x",
+        attempts.iter().map(|a| format!("'{a}'")).collect::<Vec<_>>().join(" ")
     );
     let r = env.exec_sync(&c, &["sh", "-c", &script]);
     let out = String::from_utf8_lossy(&r.stdout).to_string();
-    assert!(r.exit_code == 0, "{r:?}");
+    eprintln!("guest output:\n{out}\n{}", String::from_utf8_lossy(&r.stderr));
+    // hostfs works from inside (the container's own rootfs mounts), so the failures below are
+    // the confinement, not a guest that cannot mount at all.
+    assert!(r.exit_code == 0 && out.contains("/mnt/x/bin/busybox"), "{r:?}");
+    for a in &attempts {
+        assert!(out.contains(&format!(" {a}\n")), "attempt {a} did not run:\n{out}");
+    }
     for line in host_shadow.lines().filter(|l| !l.trim().is_empty()) {
         assert!(!out.contains(line), "host /etc/shadow line {line:?} seen in the guest:\n{out}");
     }

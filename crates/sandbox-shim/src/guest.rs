@@ -93,9 +93,35 @@ fn cgroup_dirs(spec: &Value) -> Vec<PathBuf> {
     };
     cgroup_roots()
         .into_iter()
-        .map(|root| root.join(path.trim_start_matches('/')))
-        .filter(|dir| std::fs::create_dir_all(dir).is_ok())
+        .filter_map(|root| {
+            let dir = root.join(path.trim_start_matches('/'));
+            std::fs::create_dir_all(&dir).ok()?;
+            inherit_cpuset(&root, &dir);
+            Some(dir)
+        })
         .collect()
+}
+
+/// A new v1 cpuset cgroup starts with no CPUs and no memory nodes, and joining it fails: each
+/// level takes its parent's, as runc does.
+fn inherit_cpuset(root: &Path, dir: &Path) {
+    if !root.join("cpuset.cpus").exists() {
+        return;
+    }
+    let Ok(rel) = dir.strip_prefix(root) else { return };
+    let mut parent = root.to_path_buf();
+    for part in rel.components() {
+        let child = parent.join(part);
+        for f in ["cpuset.cpus", "cpuset.mems"] {
+            let mine = std::fs::read_to_string(child.join(f)).unwrap_or_default();
+            if mine.trim().is_empty() {
+                if let Ok(v) = std::fs::read_to_string(parent.join(f)) {
+                    let _ = std::fs::write(child.join(f), v.trim());
+                }
+            }
+        }
+        parent = child;
+    }
 }
 
 pub fn boot(
@@ -138,7 +164,7 @@ pub fn boot(
         netns: netns.clone(),
         tap: tap.clone(),
         cgroup_procs: cgroups.iter().map(|d| d.join("cgroup.procs")).collect(),
-        log: dir.with_extension("log"),
+        log: vm::sibling(&dir, "log"),
     };
     let mut undo = Undo {
         dir: dir.clone(),
@@ -159,7 +185,7 @@ pub fn boot(
     let started = Instant::now();
     let v = vm::spawn(&vspec)?;
     undo.pid = v.pid;
-    let _ = std::fs::write(dir.with_extension("pid"), v.pid.to_string());
+    let _ = std::fs::write(vm::sibling(&dir, "pid"), v.pid.to_string());
     let agent = Agent::connect(
         v.from_guest,
         v.to_guest,
@@ -240,8 +266,8 @@ fn cleanup_dir(dir: &Path) {
     if let Err(e) = vm::remove_dir(dir) {
         log::warn!("{e}");
     }
-    let _ = std::fs::remove_file(dir.with_extension("log"));
-    let _ = std::fs::remove_file(dir.with_extension("pid"));
+    let _ = std::fs::remove_file(vm::sibling(dir, "log"));
+    let _ = std::fs::remove_file(vm::sibling(dir, "pid"));
 }
 
 fn remove_cgroups(dirs: &[PathBuf]) {

@@ -3,6 +3,7 @@
 //! or with `-socket` as the long-running ttrpc task server.
 
 mod agent;
+mod cmd;
 mod config;
 mod error;
 mod guest;
@@ -99,7 +100,7 @@ fn delete(flags: &containerd_shim::Flags) -> Result<()> {
 
 /// Kills the kernel whose pid the guest recorded, if that pid is still a guest kernel.
 fn kill_recorded_kernel(dir: &std::path::Path) {
-    let Some(pid) = std::fs::read_to_string(dir.with_extension("pid"))
+    let Some(pid) = std::fs::read_to_string(vm::sibling(&dir, "pid"))
         .ok()
         .and_then(|s| s.trim().parse::<i32>().ok())
     else {
@@ -151,6 +152,7 @@ fn main() {
                 }
                 let id = flags.id.clone();
                 server::serve_task(&flags, |ctx| {
+                    cmd::use_reaper(ctx.reaper.clone());
                     let s =
                         SandboxService::new(ctx.namespace, cfg, ctx.reaper, ctx.events, ctx.exit);
                     if let Some(netns) = prewarm {

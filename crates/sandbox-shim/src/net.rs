@@ -3,7 +3,7 @@
 //! address reaches the guest (which takes over that interface's MAC and addresses).
 
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use berth_sandbox_proto::{Interface, Route};
 use serde::Deserialize;
@@ -53,21 +53,9 @@ fn run(netns: &Path, program: &str, args: &[&str], input: Option<&str>) -> Resul
     let mut cmd = Command::new("nsenter");
     cmd.arg(format!("--net={}", netns.display()))
         .arg(program)
-        .args(args)
-        .stdin(if input.is_some() { Stdio::piped() } else { Stdio::null() })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = cmd
-        .spawn()
-        .map_err(Error::io(format!("run {program} in {}", netns.display())))?;
-    if let (Some(text), Some(mut stdin)) = (input, child.stdin.take()) {
-        use std::io::Write;
-        let _ = stdin.write_all(text.as_bytes());
-    }
-    let out = child
-        .wait_with_output()
-        .map_err(Error::io(format!("wait for {program}")))?;
-    if !out.status.success() {
+        .args(args);
+    let out = crate::cmd::output(cmd, input.map(str::as_bytes))?;
+    if !out.success {
         return Err(Error::Other(format!(
             "{program} {} in {}: {}",
             args.join(" "),

@@ -48,10 +48,9 @@ pub const CONTAINERS: &str = "c";
 
 /// Libraries the (dynamically linked) kernel binary needs, from `ldd`.
 fn kernel_libraries(kernel: &Path) -> Result<Vec<PathBuf>> {
-    let out = std::process::Command::new("ldd")
-        .arg(kernel)
-        .output()
-        .map_err(Error::io("run ldd"))?;
+    let mut cmd = std::process::Command::new("ldd");
+    cmd.arg(kernel);
+    let out = crate::cmd::output(cmd, None)?;
     let text = String::from_utf8_lossy(&out.stdout);
     Ok(text
         .lines()
@@ -71,7 +70,7 @@ fn kernel_libraries(kernel: &Path) -> Result<Vec<PathBuf>> {
 /// `/init`, and a tmpfs for the guest's memory file.
 pub fn prepare_dir(spec: &VmSpec) -> Result<()> {
     let d = &spec.dir;
-    for sub in ["bin", "tmp", "old", CONTAINERS, "guest/proc", "guest/sys", "guest/dev", "guest/run", "guest/tmp"] {
+    for sub in ["bin", "tmp", "old", "dev", CONTAINERS, "guest/proc", "guest/sys", "guest/dev", "guest/run", "guest/tmp"] {
         std::fs::create_dir_all(d.join(sub))
             .map_err(Error::io(format!("mkdir {}", d.join(sub).display())))?;
     }
@@ -86,7 +85,7 @@ pub fn prepare_dir(spec: &VmSpec) -> Result<()> {
     }
     sys::bind_readonly(&spec.agent, &d.join("guest/init"))?;
     if spec.tap.is_some() {
-        sys::bind_readonly(Path::new("/dev/net/tun"), &d.join("dev/net/tun"))?;
+        tun_device(&d.join("dev"), spec.host_uid)?;
     }
     // UML keeps guest memory in an unlinked file in $TMPDIR: room for all of it.
     let uid = spec.host_uid;
@@ -100,6 +99,33 @@ pub fn prepare_dir(spec: &VmSpec) -> Result<()> {
             spec.memory_mb + 64
         ),
     )?;
+    Ok(())
+}
+
+/// The kernel opens `/dev/net/tun` as its unprivileged uid: a node of its own (hosts often make
+/// the shared one 0600, and /run may be nodev), on a small tmpfs that allows devices.
+fn tun_device(dev: &Path, uid: u32) -> Result<()> {
+    std::fs::create_dir_all(dev).map_err(Error::io(format!("mkdir {}", dev.display())))?;
+    sys::mount("tmpfs", dev, "tmpfs", libc::MS_NOSUID | libc::MS_NOEXEC, "size=64k,mode=0755")?;
+    let net = dev.join("net");
+    std::fs::create_dir_all(&net).map_err(Error::io(format!("mkdir {}", net.display())))?;
+    let tun = net.join("tun");
+    let path = c(tun.as_os_str().as_bytes())?;
+    // SAFETY: mknod/chown on a C string we own.
+    let r = unsafe { libc::mknod(path.as_ptr(), libc::S_IFCHR | 0o600, libc::makedev(10, 200)) };
+    if r < 0 {
+        return Err(Error::Io {
+            context: format!("mknod {}", tun.display()),
+            source: std::io::Error::last_os_error(),
+        });
+    }
+    // SAFETY: as above.
+    if unsafe { libc::chown(path.as_ptr(), uid, uid) } < 0 {
+        return Err(Error::Io {
+            context: format!("chown {}", tun.display()),
+            source: std::io::Error::last_os_error(),
+        });
+    }
     Ok(())
 }
 
@@ -306,3 +332,10 @@ pub fn remove_dir(dir: &Path) -> Result<()> {
     sys::remove_unmounted_tree(dir)
 }
 
+
+/// `<dir>.<ext>` beside the sandbox directory (whose name contains dots: `k8s.io-<id>`).
+pub fn sibling(dir: &Path, ext: &str) -> PathBuf {
+    let mut name = dir.as_os_str().to_os_string();
+    name.push(format!(".{ext}"));
+    PathBuf::from(name)
+}
