@@ -2,7 +2,7 @@
 # Installs what berth's build, demo and tests need on Debian 12 (run as root).
 set -eu
 PKGS="protobuf-compiler runc crun containerd containernetworking-plugins docker-registry skopeo umoci
-busybox-static iptables jq hyperfine bc"
+busybox-static iptables jq hyperfine bc user-mode-linux"
 missing=""
 for p in $PKGS; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"

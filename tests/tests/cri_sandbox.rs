@@ -299,3 +299,72 @@ fn a_missing_guest_kernel_is_a_clear_error() {
     );
     env.assert_no_footprint("after the refused pod");
 }
+
+/// Warm guests waiting in the pool: (id, kernel pid) from the pid files their shims' guests
+/// write beside their directories.
+fn warm_guests(env: &CriEnv) -> Vec<(String, i32)> {
+    let dir = env.daemon().state().join("sandbox");
+    std::fs::read_dir(&dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let id = name.strip_prefix("k8s.io-")?.strip_suffix(".pid")?.to_string();
+            let pid = std::fs::read_to_string(e.path()).ok()?.trim().parse().ok()?;
+            id.starts_with("warm-").then_some((id, pid))
+        })
+        .collect()
+}
+
+#[test]
+fn a_sandboxed_pod_takes_a_warm_guest_and_the_pool_refills() {
+    let mut env = CriEnv::start_with(Options {
+        extra_config: "[sandbox]\npool_size = 1\n".into(),
+        ..Default::default()
+    });
+    let mut first = None;
+    wait_for("a warm guest", Duration::from_secs(60), || {
+        first = warm_guests(&env).into_iter().find(|(_, pid)| alive(*pid));
+        first.is_some()
+    });
+    let (warm_id, warm_pid) = first.expect("warm guest");
+
+    let (pod, pod_id) = sandbox_pod(&env, "warm");
+    let c = env.run_container(&pod_id, &pod, &env.container_config(&pod, "httpd", "httpd", &[]));
+    // The pod runs in the warm kernel: no guest of its own was booted.
+    assert!(
+        !env.daemon().state().join("sandbox").join(format!("k8s.io-{pod_id}.pid")).exists(),
+        "a cold guest was booted for the pod"
+    );
+    assert!(alive(warm_pid));
+    let r = env.exec_sync(&c, &["uname", "-r"]);
+    assert_ne!(stdout(&r), host_release());
+    // It took the pod's network over: its server answers on the pod IP.
+    let ip = env.pod_ip(&pod_id);
+    let (code, body) = http_get_eventually(&ip, 8080);
+    assert_eq!(code, 200, "{body}");
+    // The pool boots a replacement.
+    let mut refill = None;
+    wait_for("the pool to refill", Duration::from_secs(60), || {
+        refill = warm_guests(&env)
+            .into_iter()
+            .find(|(id, pid)| *id != warm_id && alive(*pid));
+        refill.is_some()
+    });
+    let (_, refill_pid) = refill.expect("refill");
+
+    env.stop_pod(&pod_id);
+    env.remove_pod(&pod_id);
+    wait_for("the adopted guest to end", Duration::from_secs(10), || {
+        !alive(warm_pid)
+    });
+    // Stopping berthd stops the guest nobody took, and leaves nothing behind.
+    assert!(alive(refill_pid));
+    env.daemon_mut().terminate();
+    wait_for("the waiting guest to end", Duration::from_secs(10), || {
+        !alive(refill_pid)
+    });
+    assert!(warm_guests(&env).is_empty(), "{:?}", warm_guests(&env));
+    env.assert_no_footprint("after berthd stopped with a warm guest");
+}

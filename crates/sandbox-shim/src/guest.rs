@@ -262,7 +262,8 @@ impl Drop for Undo {
     }
 }
 
-fn cleanup_dir(dir: &Path) {
+/// Removes a sandbox directory (its mounts first) and the files beside it.
+pub fn cleanup_dir(dir: &Path) {
     if let Err(e) = vm::remove_dir(dir) {
         log::warn!("{e}");
     }

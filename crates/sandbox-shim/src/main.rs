@@ -78,9 +78,7 @@ fn delete(flags: &containerd_shim::Flags) -> Result<()> {
     let dir = cfg.state_dir.join(format!("{}-{group}", flags.namespace));
     if group == flags.id {
         kill_recorded_kernel(&dir);
-        if let Err(e) = vm::remove_dir(&dir) {
-            log::warn!("{e}");
-        }
+        guest::cleanup_dir(&dir);
     }
     let resp = containerd_shim_protos::api::DeleteResponse {
         exit_status: 128 + libc::SIGKILL as u32,

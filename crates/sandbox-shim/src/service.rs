@@ -274,12 +274,11 @@ impl SandboxService {
 
     /// A reaped child: the guest kernel when its pid matches.
     pub fn on_exit(&self, pid: i32, code: u32) -> bool {
-        let is_vm = self.lock().guest.as_ref().is_some_and(|g| g.pid == pid);
-        if is_vm {
+        let guest = self.lock().guest.clone().filter(|g| g.pid == pid);
+        let is_vm = guest.is_some();
+        if let Some(g) = guest {
             log::info!("sandbox guest kernel {pid} exited with {code}");
-            if let Some(g) = self.lock().guest.as_ref() {
-                g.mark_exited();
-            }
+            g.mark_exited();
             self.guest_gone(code);
         }
         is_vm
@@ -288,7 +287,10 @@ impl SandboxService {
     /// Boots the group's guest unless it runs already (a warm one is adopted by the pod).
     fn ensure_guest(&self, id: &str, spec: &Value) -> Result<Arc<Guest>> {
         let _boot = self.booting.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(g) = self.lock().guest.clone() {
+        // Not `if let Some(g) = self.lock()...`: that would hold the state lock through
+        // `adopt`, whose helper commands wait on the reaper, whose handler takes the lock.
+        let running = self.lock().guest.clone();
+        if let Some(g) = running {
             if g.exited() {
                 return Err(Error::FailedPrecondition(
                     "the sandbox's guest kernel has stopped".into(),
