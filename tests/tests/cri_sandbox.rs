@@ -109,6 +109,22 @@ fn sandboxed_and_runc_pods_run_side_by_side_with_different_kernels() {
     assert_eq!(env.pod_status(&sid).state, PodSandboxState::SandboxReady as i32);
     let pid = guest_pid(&env, &sid);
     assert!(alive(pid));
+    // The guest kernel runs as an unprivileged host user that cannot gain privileges.
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+    let field = |k: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(k))
+            .map(|v| v.split_whitespace().collect::<Vec<_>>())
+            .unwrap_or_default()
+    };
+    assert_eq!(field("Uid:"), vec!["1000000000"; 4], "{status}");
+    assert_eq!(field("Gid:"), vec!["1000000000"; 4], "{status}");
+    assert_eq!(field("NoNewPrivs:"), vec!["1"], "{status}");
+    // Default guest memory (128 MiB) as the guest sees it.
+    let mem = env.exec_sync(&sc, &["sh", "-c", "grep MemTotal /proc/meminfo"]);
+    let kb: u64 = stdout(&mem).split_whitespace().nth(1).and_then(|v| v.parse().ok()).unwrap_or(0);
+    assert!((80_000..=131_072).contains(&kb), "guest MemTotal {kb} kB");
     remove_and_check(&env, &sid, pid);
     env.stop_pod(&rid);
     env.remove_pod(&rid);
@@ -129,6 +145,7 @@ fn sandboxed_container_exit_logs_exec_and_stop() {
     assert_eq!(stream_text(&lines, "stderr").trim(), "err", "{lines:?}");
 
     // ExecSync: output and exit code.
+    let mut cri = env.cri.clone();
     let svc = env.run_container(
         &pod_id,
         &pod,
@@ -137,9 +154,29 @@ fn sandboxed_container_exit_logs_exec_and_stop() {
     let r = env.exec_sync(&svc, &["sh", "-c", "echo hi; echo oops >&2; exit 5"]);
     assert_eq!((r.exit_code, stdout(&r)), (5, "hi".to_string()));
     assert_eq!(String::from_utf8_lossy(&r.stderr).trim(), "oops");
+    // Guest root owns the image's files: it writes into them and creates new ones.
+    let r = env.exec_sync(
+        &svc,
+        &["sh", "-c", "echo extra:x:4242:4242::/:/bin/sh >> /etc/passwd && echo new > /made && id -u && cat /made && tail -n1 /etc/passwd"],
+    );
+    assert_eq!(r.exit_code, 0, "{r:?}");
+    assert_eq!(stdout(&r), "0\nnew\nextra:x:4242:4242::/:/bin/sh", "{r:?}");
+    // Stats: the guest kernel's memory and CPU as the host accounts them.
+    let stats = env
+        .rt
+        .block_on(cri.runtime.container_stats(ContainerStatsRequest {
+            container_id: svc.clone(),
+        }))
+        .expect("ContainerStats")
+        .into_inner()
+        .stats
+        .expect("stats");
+    let mem = stats.memory.and_then(|m| m.working_set_bytes).map_or(0, |v| v.value);
+    let cpu = stats.cpu.and_then(|c| c.usage_core_nano_seconds).map_or(0, |v| v.value);
+    assert!(mem > 1 << 20, "memory working set {mem}");
+    assert!(cpu > 0, "cpu usage {cpu}");
 
     // StopContainer: SIGTERM first (the trap exits 0)...
-    let mut cri = env.cri.clone();
     env.rt
         .block_on(cri.runtime.stop_container(StopContainerRequest {
             container_id: svc.clone(),
@@ -250,9 +287,20 @@ fn escape_attempts_from_the_sandbox_fail() {
 #[test]
 fn httpd_in_a_sandboxed_pod_answers_on_its_pod_ip() {
     let env = CriEnv::start();
-    let (pod, pod_id) = sandbox_pod(&env, "web");
+    // A pod that says how much memory it needs gets a guest that size.
+    let mut pod = env.pod_config("web");
+    if let Some(l) = pod.linux.as_mut() {
+        l.resources = Some(LinuxContainerResources {
+            memory_limit_in_bytes: 256 << 20,
+            ..Default::default()
+        });
+    }
+    let pod_id = env.try_run_pod(&pod, SANDBOX).expect("RunPodSandbox web");
     let pid = guest_pid(&env, &pod_id);
-    env.run_container(&pod_id, &pod, &env.container_config(&pod, "httpd", "httpd", &[]));
+    let c = env.run_container(&pod_id, &pod, &env.container_config(&pod, "httpd", "httpd", &[]));
+    let mem = env.exec_sync(&c, &["sh", "-c", "grep MemTotal /proc/meminfo"]);
+    let kb: u64 = stdout(&mem).split_whitespace().nth(1).and_then(|v| v.parse().ok()).unwrap_or(0);
+    assert!((200_000..=262_144).contains(&kb), "guest MemTotal {kb} kB");
     let ip = env.pod_ip(&pod_id);
     assert!(ip.starts_with(&env.ip_prefix), "pod ip {ip}");
     let (code, body) = http_get_eventually(&ip, 8080);

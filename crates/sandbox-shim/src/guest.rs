@@ -39,11 +39,14 @@ pub enum Network {
     Later,
 }
 
-/// Guest memory: the pod's memory limit when it has one, else the configured default.
+/// Guest memory: the pod's memory limit when it has one (the CRI's sandbox-memory annotation,
+/// the sum of its containers' limits, as VM runtimes read it), else the configured default.
 fn memory_mb(cfg: &Config, spec: &Value) -> u64 {
     let limit = spec
-        .pointer("/linux/resources/memory/limit")
-        .and_then(Value::as_i64)
+        .pointer("/annotations/io.kubernetes.cri.sandbox-memory")
+        .and_then(Value::as_str)
+        .and_then(|s| s.parse::<i64>().ok())
+        .or_else(|| spec.pointer("/linux/resources/memory/limit").and_then(Value::as_i64))
         .filter(|l| *l > 0)
         .map(|l| (l as u64) >> 20);
     limit.unwrap_or(cfg.memory_mb).max(MIN_MEMORY_MB)
