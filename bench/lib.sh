@@ -85,6 +85,7 @@ EOT
 
 # Debian's containerd 1.6 with its CRI plugin, root/state/socket/runc state/CNI config under $1,
 # sandbox image $2; prints its PID. restrict_oom_score_adj: root here lacks CAP_SYS_RESOURCE.
+# $CONTAINERD_RUNTIMES: more [...containerd.runtimes.<name>] tables.
 start_containerd_cri() {
     cat >"$1/config.toml" <<EOT
 version = 2
@@ -107,6 +108,7 @@ state = "$1/state"
       runtime_type = "io.containerd.runc.v2"
       [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
         Root = "$1/runc"
+${CONTAINERD_RUNTIMES:-}
   [plugins."io.containerd.grpc.v1.cri".cni]
     bin_dir = "/usr/lib/cni"
     conf_dir = "$1/net.d"
@@ -118,7 +120,8 @@ EOT
 }
 
 # berthd with CRI, root/state/socket/runc state/CNI config under $1, sandbox image $2; prints its
-# PID. $BERTHD is the binary (its shim sits next to it); $BERTHD_LOG its log level (warn).
+# PID. $BERTHD is the binary (its shim sits next to it); $BERTHD_LOG its log level (warn);
+# $BERTHD_EXTRA more TOML for its config (e.g. a [sandbox] section).
 start_berthd_cri() {
     cat >"$1/config.toml" <<EOT
 [registry]
@@ -132,6 +135,7 @@ bin_dirs = ["/usr/lib/cni"]
 [cri.runtimes.runc]
 runtime_type = "io.containerd.berth.v2"
 options = { binary_name = "runc", root = "$1/runc" }
+${BERTHD_EXTRA:-}
 EOT
     "$BERTHD" --config "$1/config.toml" --root "$1/root" --state "$1/state" --address "$1/sock" --log-level "${BERTHD_LOG:-warn}" >/dev/null 2>"$1/log" &
     echo $!

@@ -1,4 +1,5 @@
-//! Scenario `exec-sync`: round trip of ExecSync running `true` (the kubelet's exec probes).
+//! Scenario `exec-sync`: round trip of ExecSync running `true` (the kubelet's exec probes), or
+//! of a shell workload.
 
 use std::time::{Duration, Instant};
 
@@ -9,16 +10,20 @@ use tonic::transport::Channel;
 use crate::error::Error;
 use crate::run_error::RunError;
 
-/// `calls` timed ExecSync calls after one untimed warm-up; each must exit 0 with no output.
+/// `calls` timed ExecSync calls: of `true` after one untimed warm-up, each exiting 0 with no
+/// output; or of `sh -c <script>`, each exiting 0.
 pub async fn measure(
     mut client: RuntimeServiceClient<Channel>,
     container: &str,
     calls: usize,
+    script: Option<&str>,
 ) -> Result<Vec<Duration>, RunError> {
-    once(&mut client, container).await?;
+    if script.is_none() {
+        once(&mut client, container, None).await?;
+    }
     let mut out = Vec::with_capacity(calls);
     for _ in 0..calls {
-        out.push(once(&mut client, container).await?);
+        out.push(once(&mut client, container, script).await?);
     }
     Ok(out)
 }
@@ -26,24 +31,30 @@ pub async fn measure(
 async fn once(
     client: &mut RuntimeServiceClient<Channel>,
     container: &str,
+    script: Option<&str>,
 ) -> Result<Duration, RunError> {
+    let cmd = match script {
+        Some(s) => vec!["sh".into(), "-c".into(), s.to_string()],
+        None => vec!["true".into()],
+    };
     let t0 = Instant::now();
     let r = client
         .exec_sync(ExecSyncRequest {
             container_id: container.to_string(),
-            cmd: vec!["true".into()],
-            timeout: 30,
+            cmd: cmd.clone(),
+            timeout: if script.is_some() { 600 } else { 30 },
         })
         .await
         .map_err(Error::rpc(
             "ExecSync",
-            format!("`true` in container {container}"),
+            format!("{cmd:?} in container {container}"),
         ))?
         .into_inner();
     let took = t0.elapsed();
-    if r.exit_code != 0 || !r.stdout.is_empty() || !r.stderr.is_empty() {
+    let quiet = script.is_some() || (r.stdout.is_empty() && r.stderr.is_empty());
+    if r.exit_code != 0 || !quiet {
         return Err(RunError::Outcome {
-            scenario: "ExecSync of `true`",
+            scenario: "ExecSync",
             target: format!("container {container}"),
             why: format!(
                 "exit code {}, stdout {:?}, stderr {:?}",

@@ -69,12 +69,15 @@ enum Scenario {
     /// Start the streaming benchmarks' pod: container c0 sleeps, c1 serves a file of --bytes
     /// zero bytes at /big with busybox httpd on --port; returns once the server listens.
     StreamPod(StreamPodArgs),
-    /// Median/p99 round trip of ExecSync running `true` in --container.
+    /// Median/p99 round trip of ExecSync running `true` in --container (or `sh -c <--sh>`: a
+    /// workload, which must exit 0; its output is ignored and there is no warm-up call).
     ExecSync {
         #[arg(long)]
         container: String,
         #[arg(long, default_value_t = 100)]
         calls: usize,
+        #[arg(long)]
+        sh: Option<String>,
     },
     /// Median/p99 round trip of Exec + a SPDY v4.channel.k8s.io session running `true`
     /// (stdout and stderr, no tty) until its status arrives.
@@ -260,11 +263,18 @@ async fn run(cli: Cli) -> Result<Value, RunError> {
                 "bytes": a.bytes,
             }))
         }
-        Scenario::ExecSync { container, calls } => {
-            let d = exec_sync::measure(runtime, &container, calls).await?;
-            Ok(
-                json!({"scenario": "exec-sync", "container": container, "round_trip": latency_json(&d)}),
-            )
+        Scenario::ExecSync {
+            container,
+            calls,
+            sh,
+        } => {
+            let d = exec_sync::measure(runtime, &container, calls, sh.as_deref()).await?;
+            Ok(json!({
+                "scenario": "exec-sync",
+                "container": container,
+                "sh": sh,
+                "round_trip": latency_json(&d),
+            }))
         }
         Scenario::ExecStream { container, calls } => {
             let d = exec_stream::measure(runtime, &container, calls).await?;
