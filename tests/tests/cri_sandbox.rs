@@ -70,7 +70,11 @@ fn remove_and_check(env: &CriEnv, pod_id: &str, kernel_pid: i32) {
         .map(|e| e.file_name().to_string_lossy().into_owned())
         .filter(|n| n.contains(pod_id))
         .collect();
-    assert!(left.is_empty(), "sandbox files left in {}: {left:?}", dir.display());
+    assert!(
+        left.is_empty(),
+        "sandbox files left in {}: {left:?}",
+        dir.display()
+    );
 }
 
 #[test]
@@ -93,7 +97,11 @@ fn sandboxed_and_runc_pods_run_side_by_side_with_different_kernels() {
     let guest = env.exec_sync(&sc, &["uname", "-r"]);
     let native = env.exec_sync(&rc, &["uname", "-r"]);
     assert_eq!(guest.exit_code, 0, "{guest:?}");
-    assert_eq!(stdout(&native), host, "a runc container shares the host kernel");
+    assert_eq!(
+        stdout(&native),
+        host,
+        "a runc container shares the host kernel"
+    );
     assert!(
         !stdout(&guest).is_empty() && stdout(&guest) != host,
         "the sandboxed container must see its own kernel, got {:?} (host {host})",
@@ -106,7 +114,10 @@ fn sandboxed_and_runc_pods_run_side_by_side_with_different_kernels() {
             ContainerState::ContainerRunning as i32
         );
     }
-    assert_eq!(env.pod_status(&sid).state, PodSandboxState::SandboxReady as i32);
+    assert_eq!(
+        env.pod_status(&sid).state,
+        PodSandboxState::SandboxReady as i32
+    );
     let pid = guest_pid(&env, &sid);
     assert!(alive(pid));
     // The guest kernel runs as an unprivileged host user that cannot gain privileges.
@@ -123,7 +134,11 @@ fn sandboxed_and_runc_pods_run_side_by_side_with_different_kernels() {
     assert_eq!(field("NoNewPrivs:"), vec!["1"], "{status}");
     // Default guest memory (128 MiB) as the guest sees it.
     let mem = env.exec_sync(&sc, &["sh", "-c", "grep MemTotal /proc/meminfo"]);
-    let kb: u64 = stdout(&mem).split_whitespace().nth(1).and_then(|v| v.parse().ok()).unwrap_or(0);
+    let kb: u64 = stdout(&mem)
+        .split_whitespace()
+        .nth(1)
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
     assert!((80_000..=131_072).contains(&kb), "guest MemTotal {kb} kB");
     remove_and_check(&env, &sid, pid);
     env.stop_pod(&rid);
@@ -138,7 +153,12 @@ fn sandboxed_container_exit_logs_exec_and_stop() {
     let pid = guest_pid(&env, &pod_id);
 
     // Exit code and both streams in the CRI log.
-    let job = env.container_config(&pod, "job", "busybox", &["sh", "-c", "echo out; echo err >&2; exit 3"]);
+    let job = env.container_config(
+        &pod,
+        "job",
+        "busybox",
+        &["sh", "-c", "echo out; echo err >&2; exit 3"],
+    );
     let (code, lines) = env.run_to_exit(&pod_id, &pod, &job);
     assert_eq!(code, 3);
     assert_eq!(stream_text(&lines, "stdout").trim(), "out", "{lines:?}");
@@ -149,7 +169,16 @@ fn sandboxed_container_exit_logs_exec_and_stop() {
     let svc = env.run_container(
         &pod_id,
         &pod,
-        &env.container_config(&pod, "svc", "busybox", &["sh", "-c", "trap 'exit 0' TERM; while true; do sleep 1; done"]),
+        &env.container_config(
+            &pod,
+            "svc",
+            "busybox",
+            &[
+                "sh",
+                "-c",
+                "trap 'exit 0' TERM; while true; do sleep 1; done",
+            ],
+        ),
     );
     let r = env.exec_sync(&svc, &["sh", "-c", "echo hi; echo oops >&2; exit 5"]);
     assert_eq!((r.exit_code, stdout(&r)), (5, "hi".to_string()));
@@ -171,8 +200,14 @@ fn sandboxed_container_exit_logs_exec_and_stop() {
         .into_inner()
         .stats
         .expect("stats");
-    let mem = stats.memory.and_then(|m| m.working_set_bytes).map_or(0, |v| v.value);
-    let cpu = stats.cpu.and_then(|c| c.usage_core_nano_seconds).map_or(0, |v| v.value);
+    let mem = stats
+        .memory
+        .and_then(|m| m.working_set_bytes)
+        .map_or(0, |v| v.value);
+    let cpu = stats
+        .cpu
+        .and_then(|c| c.usage_core_nano_seconds)
+        .map_or(0, |v| v.value);
     assert!(mem > 1 << 20, "memory working set {mem}");
     assert!(cpu > 0, "cpu usage {cpu}");
 
@@ -191,7 +226,12 @@ fn sandboxed_container_exit_logs_exec_and_stop() {
     let stubborn = env.run_container(
         &pod_id,
         &pod,
-        &env.container_config(&pod, "stubborn", "busybox", &["sh", "-c", "trap '' TERM; while true; do sleep 1; done"]),
+        &env.container_config(
+            &pod,
+            "stubborn",
+            "busybox",
+            &["sh", "-c", "trap '' TERM; while true; do sleep 1; done"],
+        ),
     );
     let started = Instant::now();
     env.rt
@@ -204,7 +244,10 @@ fn sandboxed_container_exit_logs_exec_and_stop() {
     let st = env.container_status(&stubborn);
     assert_eq!(st.state, ContainerState::ContainerExited as i32);
     assert_eq!(st.exit_code, 137, "killed after the timeout: {st:?}");
-    assert!(took >= Duration::from_secs(2), "SIGKILL came before the timeout ({took:?})");
+    assert!(
+        took >= Duration::from_secs(2),
+        "SIGKILL came before the timeout ({took:?})"
+    );
 
     remove_and_check(&env, &pod_id, pid);
     env.assert_no_footprint("after removing the sandboxed pod");
@@ -245,19 +288,35 @@ fn escape_attempts_from_the_sandbox_fail() {
            else echo \"refused $src\"; fi; \
          done; cat /etc/shadow 2>/dev/null; cat /proc/1/root/etc/shadow 2>/dev/null; \
          mount -t hostfs none /mnt/x -o '{rootfs}' && ls /mnt/x/bin/busybox && umount /mnt/x",
-        attempts.iter().map(|a| format!("'{a}'")).collect::<Vec<_>>().join(" ")
+        attempts
+            .iter()
+            .map(|a| format!("'{a}'"))
+            .collect::<Vec<_>>()
+            .join(" ")
     );
     let r = env.exec_sync(&c, &["sh", "-c", &script]);
     let out = String::from_utf8_lossy(&r.stdout).to_string();
-    eprintln!("guest output:\n{out}\n{}", String::from_utf8_lossy(&r.stderr));
+    eprintln!(
+        "guest output:\n{out}\n{}",
+        String::from_utf8_lossy(&r.stderr)
+    );
     // hostfs works from inside (the container's own rootfs mounts), so the failures below are
     // the confinement, not a guest that cannot mount at all.
-    assert!(r.exit_code == 0 && out.contains("/mnt/x/bin/busybox"), "{r:?}");
+    assert!(
+        r.exit_code == 0 && out.contains("/mnt/x/bin/busybox"),
+        "{r:?}"
+    );
     for a in &attempts {
-        assert!(out.contains(&format!(" {a}\n")), "attempt {a} did not run:\n{out}");
+        assert!(
+            out.contains(&format!(" {a}\n")),
+            "attempt {a} did not run:\n{out}"
+        );
     }
     for line in host_shadow.lines().filter(|l| !l.trim().is_empty()) {
-        assert!(!out.contains(line), "host /etc/shadow line {line:?} seen in the guest:\n{out}");
+        assert!(
+            !out.contains(line),
+            "host /etc/shadow line {line:?} seen in the guest:\n{out}"
+        );
     }
     assert!(
         host_passwd_line.is_empty() || !out.contains(&host_passwd_line),
@@ -271,14 +330,24 @@ fn escape_attempts_from_the_sandbox_fail() {
         .expect("spawn marker");
     let r = env.exec_sync(
         &c,
-        &["sh", "-c", "grep -l 98765[4] /proc/[0-9]*/cmdline 2>/dev/null; ls /proc | grep -c '^[0-9]'"],
+        &[
+            "sh",
+            "-c",
+            "grep -l 98765[4] /proc/[0-9]*/cmdline 2>/dev/null; ls /proc | grep -c '^[0-9]'",
+        ],
     );
     let _ = marker.kill();
     let _ = marker.wait();
     let out = stdout(&r);
-    assert!(!out.contains("/proc/"), "a host process is visible in the guest:\n{out}");
+    assert!(
+        !out.contains("/proc/"),
+        "a host process is visible in the guest:\n{out}"
+    );
     let guest_procs: usize = out.lines().last().unwrap_or("0").parse().unwrap_or(0);
-    assert!(guest_procs > 0 && guest_procs < 20, "guest sees {guest_procs} processes");
+    assert!(
+        guest_procs > 0 && guest_procs < 20,
+        "guest sees {guest_procs} processes"
+    );
 
     remove_and_check(&env, &pod_id, pid);
     env.assert_no_footprint("after the escape attempts");
@@ -297,9 +366,17 @@ fn httpd_in_a_sandboxed_pod_answers_on_its_pod_ip() {
     }
     let pod_id = env.try_run_pod(&pod, SANDBOX).expect("RunPodSandbox web");
     let pid = guest_pid(&env, &pod_id);
-    let c = env.run_container(&pod_id, &pod, &env.container_config(&pod, "httpd", "httpd", &[]));
+    let c = env.run_container(
+        &pod_id,
+        &pod,
+        &env.container_config(&pod, "httpd", "httpd", &[]),
+    );
     let mem = env.exec_sync(&c, &["sh", "-c", "grep MemTotal /proc/meminfo"]);
-    let kb: u64 = stdout(&mem).split_whitespace().nth(1).and_then(|v| v.parse().ok()).unwrap_or(0);
+    let kb: u64 = stdout(&mem)
+        .split_whitespace()
+        .nth(1)
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
     assert!((200_000..=262_144).contains(&kb), "guest MemTotal {kb} kB");
     let ip = env.pod_ip(&pod_id);
     assert!(ip.starts_with(&env.ip_prefix), "pod ip {ip}");
@@ -358,8 +435,15 @@ fn warm_guests(env: &CriEnv) -> Vec<(String, i32)> {
         .flatten()
         .filter_map(|e| {
             let name = e.file_name().to_string_lossy().into_owned();
-            let id = name.strip_prefix("k8s.io-")?.strip_suffix(".pid")?.to_string();
-            let pid = std::fs::read_to_string(e.path()).ok()?.trim().parse().ok()?;
+            let id = name
+                .strip_prefix("k8s.io-")?
+                .strip_suffix(".pid")?
+                .to_string();
+            let pid = std::fs::read_to_string(e.path())
+                .ok()?
+                .trim()
+                .parse()
+                .ok()?;
             id.starts_with("warm-").then_some((id, pid))
         })
         .collect()
@@ -379,10 +463,18 @@ fn a_sandboxed_pod_takes_a_warm_guest_and_the_pool_refills() {
     let (warm_id, warm_pid) = first.expect("warm guest");
 
     let (pod, pod_id) = sandbox_pod(&env, "warm");
-    let c = env.run_container(&pod_id, &pod, &env.container_config(&pod, "httpd", "httpd", &[]));
+    let c = env.run_container(
+        &pod_id,
+        &pod,
+        &env.container_config(&pod, "httpd", "httpd", &[]),
+    );
     // The pod runs in the warm kernel: no guest of its own was booted.
     assert!(
-        !env.daemon().state().join("sandbox").join(format!("k8s.io-{pod_id}.pid")).exists(),
+        !env.daemon()
+            .state()
+            .join("sandbox")
+            .join(format!("k8s.io-{pod_id}.pid"))
+            .exists(),
         "a cold guest was booted for the pod"
     );
     assert!(alive(warm_pid));

@@ -75,7 +75,15 @@ fn berth_run_with_the_sandbox_runtime_sees_the_guest_kernel() {
     .ok();
     let exec = d.ctr(
         &ns,
-        &["task", "exec", "--exec-id", "e1", "uml2", "cat", "/proc/version"],
+        &[
+            "task",
+            "exec",
+            "--exec-id",
+            "e1",
+            "uml2",
+            "cat",
+            "/proc/version",
+        ],
     );
     assert!(
         exec.stdout.contains(release),

@@ -41,7 +41,9 @@ impl Agent {
         on_event: EventHandler,
     ) -> Result<Arc<Agent>> {
         let (tx, rx) = channel();
-        let mut reader = from_guest.try_clone().map_err(Error::io("dup guest line"))?;
+        let mut reader = from_guest
+            .try_clone()
+            .map_err(Error::io("dup guest line"))?;
         std::thread::spawn(move || {
             let first = proto::sync_to_magic(&mut reader)
                 .and_then(|_| proto::read_frame_after_magic(&mut reader));
@@ -97,13 +99,19 @@ impl Agent {
             };
             match frame.kind {
                 Kind::Response => {
-                    let tx = self.pending.lock().ok().and_then(|mut p| p.remove(&frame.id));
+                    let tx = self
+                        .pending
+                        .lock()
+                        .ok()
+                        .and_then(|mut p| p.remove(&frame.id));
                     match (tx, frame.parse::<Response>()) {
                         (Some(tx), Ok(r)) => {
                             let _ = tx.send(r);
                         }
                         (_, Err(e)) => log::warn!("sandbox agent answer: {e}"),
-                        (None, _) => log::warn!("sandbox agent answered unknown request {}", frame.id),
+                        (None, _) => {
+                            log::warn!("sandbox agent answered unknown request {}", frame.id)
+                        }
                     }
                 }
                 Kind::Event => match frame.parse::<Event>() {

@@ -46,7 +46,10 @@ fn memory_mb(cfg: &Config, spec: &Value) -> u64 {
         .pointer("/annotations/io.kubernetes.cri.sandbox-memory")
         .and_then(Value::as_str)
         .and_then(|s| s.parse::<i64>().ok())
-        .or_else(|| spec.pointer("/linux/resources/memory/limit").and_then(Value::as_i64))
+        .or_else(|| {
+            spec.pointer("/linux/resources/memory/limit")
+                .and_then(Value::as_i64)
+        })
         .filter(|l| *l > 0)
         .map(|l| (l as u64) >> 20);
     limit.unwrap_or(cfg.memory_mb).max(MIN_MEMORY_MB)
@@ -69,8 +72,12 @@ fn cgroup_roots() -> Vec<PathBuf> {
     let mut v1 = Vec::new();
     let mut v2 = None;
     for line in text.lines() {
-        let Some((pre, post)) = line.split_once(" - ") else { continue };
-        let Some(mp) = pre.split(' ').nth(4) else { continue };
+        let Some((pre, post)) = line.split_once(" - ") else {
+            continue;
+        };
+        let Some(mp) = pre.split(' ').nth(4) else {
+            continue;
+        };
         match post.split(' ').next() {
             Some("cgroup") => v1.push(PathBuf::from(mp)),
             Some("cgroup2") if mp == "/sys/fs/cgroup" => v2 = Some(PathBuf::from(mp)),
@@ -111,7 +118,9 @@ fn inherit_cpuset(root: &Path, dir: &Path) {
     if !root.join("cpuset.cpus").exists() {
         return;
     }
-    let Ok(rel) = dir.strip_prefix(root) else { return };
+    let Ok(rel) = dir.strip_prefix(root) else {
+        return;
+    };
     let mut parent = root.to_path_buf();
     for part in rel.components() {
         let child = parent.join(part);
@@ -388,6 +397,11 @@ fn namespace_pids(pid: i32) -> Vec<i32> {
         .flatten()
         .flatten()
         .filter_map(|e| e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()))
-        .filter(|p| std::fs::read_link(format!("/proc/{p}/ns/pid")).ok().as_ref() == Some(&ns))
+        .filter(|p| {
+            std::fs::read_link(format!("/proc/{p}/ns/pid"))
+                .ok()
+                .as_ref()
+                == Some(&ns)
+        })
         .collect()
 }

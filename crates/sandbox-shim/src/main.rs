@@ -49,7 +49,10 @@ fn start(flags: &containerd_shim::Flags) -> Result<()> {
     };
     // Runtime options come on stdin; this group's shim already has what it needs.
     let mut sink = Vec::new();
-    let _ = std::io::Read::read_to_end(&mut std::io::Read::take(std::io::stdin(), 1 << 20), &mut sink);
+    let _ = std::io::Read::read_to_end(
+        &mut std::io::Read::take(std::io::stdin(), 1 << 20),
+        &mut sink,
+    );
     let path = berth_shim::server::socket_path(&address);
     if std::os::unix::net::UnixStream::connect(path).is_err() {
         return Err(Error::FailedPrecondition(format!(
@@ -98,7 +101,7 @@ fn delete(flags: &containerd_shim::Flags) -> Result<()> {
 
 /// Kills the kernel whose pid the guest recorded, if that pid is still a guest kernel.
 fn kill_recorded_kernel(dir: &std::path::Path) {
-    let Some(pid) = std::fs::read_to_string(vm::sibling(&dir, "pid"))
+    let Some(pid) = std::fs::read_to_string(vm::sibling(dir, "pid"))
         .ok()
         .and_then(|s| s.trim().parse::<i32>().ok())
     else {
@@ -121,7 +124,10 @@ fn main() {
         }
     };
     if flags.version {
-        println!("containerd-shim-berth-sandbox-v2 {}", env!("CARGO_PKG_VERSION"));
+        println!(
+            "containerd-shim-berth-sandbox-v2 {}",
+            env!("CARGO_PKG_VERSION")
+        );
         return;
     }
     let result = if flags.info {

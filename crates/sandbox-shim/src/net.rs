@@ -111,7 +111,9 @@ pub fn create_tap(netns: &Path, host_uid: u32) -> Result<()> {
     run(
         netns,
         "ip",
-        &["tuntap", "add", "dev", TAP, "mode", "tap", "user", &uid, "group", &uid],
+        &[
+            "tuntap", "add", "dev", TAP, "mode", "tap", "user", &uid, "group", &uid,
+        ],
         None,
     )
     .map(drop)
@@ -151,5 +153,8 @@ pub fn random_mac() -> String {
         let _ = f.read_exact(&mut b);
     }
     b[0] = (b[0] & 0xfe) | 0x02;
-    b.iter().map(|x| format!("{x:02x}")).collect::<Vec<_>>().join(":")
+    b.iter()
+        .map(|x| format!("{x:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
 }

@@ -75,13 +75,16 @@ fn mount_overlay(base: &Path, target: &Path, options: &[String], idmap: &OwnedFd
     data.push(format!("lowerdir={}", new_lowers.join(":")));
     if let (Some(upper), Some(work)) = (option(options, "upperdir"), option(options, "workdir")) {
         let (upper, work) = (Path::new(upper), Path::new(work));
-        let parent = upper.parent().filter(|p| Some(*p) == work.parent()).ok_or_else(|| {
-            Error::InvalidArgument(format!(
-                "overlay upperdir {} and workdir {} must share a directory",
-                upper.display(),
-                work.display()
-            ))
-        })?;
+        let parent = upper
+            .parent()
+            .filter(|p| Some(*p) == work.parent())
+            .ok_or_else(|| {
+                Error::InvalidArgument(format!(
+                    "overlay upperdir {} and workdir {} must share a directory",
+                    upper.display(),
+                    work.display()
+                ))
+            })?;
         let rw = base.join("rw");
         std::fs::create_dir_all(&rw).map_err(Error::io(format!("mkdir {}", rw.display())))?;
         sys::idmapped_bind(parent, &rw, idmap, false)?;

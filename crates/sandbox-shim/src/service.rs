@@ -258,11 +258,17 @@ impl SandboxService {
         // Workloads first, the sandbox container (the guest itself) last.
         ids.sort_by_key(|id| st.containers.get(id).is_some_and(|c| c.sandbox));
         for id in ids {
-            let Some(c) = st.containers.get_mut(&id) else { continue };
+            let Some(c) = st.containers.get_mut(&id) else {
+                continue;
+            };
             let sandbox = c.sandbox;
             for (exec_id, p) in c.processes() {
                 if p.exit.is_none() {
-                    let status = if sandbox && exec_id.is_empty() { code } else { LOST };
+                    let status = if sandbox && exec_id.is_empty() {
+                        code
+                    } else {
+                        LOST
+                    };
                     p.exit = Some((status, now()));
                     self.publish_exit_if_due(&id, &exec_id, p, pid);
                 }
@@ -502,7 +508,11 @@ impl SandboxService {
             if p.started {
                 return Err(Error::FailedPrecondition(format!(
                     "process {} already started",
-                    if req.exec_id.is_empty() { &req.id } else { &req.exec_id }
+                    if req.exec_id.is_empty() {
+                        &req.id
+                    } else {
+                        &req.exec_id
+                    }
                 )));
             }
             Ok((sandbox, p.exec_spec.clone()))
@@ -510,7 +520,10 @@ impl SandboxService {
         if req.exec_id.is_empty() {
             if !sandbox {
                 let agent = self.agent()?;
-                agent.call(&Request::StartContainer { id: req.id.clone() }, CALL_TIMEOUT)?;
+                agent.call(
+                    &Request::StartContainer { id: req.id.clone() },
+                    CALL_TIMEOUT,
+                )?;
             }
             let mut st = self.lock();
             if let Some(c) = st.containers.get_mut(&req.id) {
@@ -615,7 +628,9 @@ impl SandboxService {
 
     /// Powers the guest off (the agent syncs first), killing its kernel if it lingers.
     fn stop_guest(&self) {
-        let Some(g) = self.lock().guest.clone() else { return };
+        let Some(g) = self.lock().guest.clone() else {
+            return;
+        };
         if g.exited() {
             return;
         }
@@ -681,7 +696,11 @@ impl SandboxService {
             if p.started && p.exit.is_none() {
                 return Err(Error::FailedPrecondition(format!(
                     "process {} is still running",
-                    if req.exec_id.is_empty() { &req.id } else { &req.exec_id }
+                    if req.exec_id.is_empty() {
+                        &req.id
+                    } else {
+                        &req.exec_id
+                    }
                 )));
             }
             let (code, at) = p.exit.clone().unwrap_or((0, now()));
@@ -705,10 +724,10 @@ impl SandboxService {
         } else {
             if let Some(g) = guest.as_ref() {
                 if !sandbox && !g.exited() {
-                    if let Err(e) = g
-                        .agent
-                        .call(&Request::RemoveContainer { id: req.id.clone() }, CALL_TIMEOUT)
-                    {
+                    if let Err(e) = g.agent.call(
+                        &Request::RemoveContainer { id: req.id.clone() },
+                        CALL_TIMEOUT,
+                    ) {
                         log::warn!("remove {} in the guest: {e}", req.id);
                     }
                 }
@@ -798,7 +817,10 @@ impl SandboxService {
         let pids = if sandbox {
             vec![self.vm_pid()]
         } else {
-            match self.agent()?.call(&Request::Pids { id: id.into() }, CALL_TIMEOUT)? {
+            match self
+                .agent()?
+                .call(&Request::Pids { id: id.into() }, CALL_TIMEOUT)?
+            {
                 Response::Pids { pids } => pids,
                 other => return Err(Error::Other(format!("unexpected answer {other:?}"))),
             }
@@ -871,7 +893,8 @@ impl SandboxService {
     }
 
     fn do_close_io(&self, req: api::CloseIORequest) -> Result<()> {
-        let closer = self.with_container(&req.id, |c| Ok(c.process(&req.exec_id)?.stdin.clone()))?;
+        let closer =
+            self.with_container(&req.id, |c| Ok(c.process(&req.exec_id)?.stdin.clone()))?;
         if req.stdin {
             if let Some(c) = closer {
                 c.close();
@@ -880,7 +903,6 @@ impl SandboxService {
         Ok(())
     }
 }
-
 
 impl Task for SandboxService {
     fn state(&self, _: &TtrpcContext, req: api::StateRequest) -> ttrpc::Result<api::StateResponse> {

@@ -43,7 +43,8 @@ pub fn user_namespace(maps: &[(u32, u32, u32)]) -> Result<OwnedFd> {
     drop(rd);
     let result = (|| {
         // The child unshares asynchronously: wait until its user ns differs from ours.
-        let mine = std::fs::read_link("/proc/self/ns/user").map_err(Error::io("read own userns"))?;
+        let mine =
+            std::fs::read_link("/proc/self/ns/user").map_err(Error::io("read own userns"))?;
         let path = format!("/proc/{pid}/ns/user");
         for _ in 0..2000 {
             match std::fs::read_link(&path) {
@@ -194,13 +195,7 @@ pub fn mount(src: &str, dst: &Path, fstype: &str, flags: libc::c_ulong, data: &s
 /// A read-only bind of `src` at `dst` (created as an empty file or dir to match).
 pub fn bind_readonly(src: &Path, dst: &Path) -> Result<()> {
     make_target(src, dst)?;
-    mount(
-        &src.to_string_lossy(),
-        dst,
-        "",
-        libc::MS_BIND,
-        "",
-    )?;
+    mount(&src.to_string_lossy(), dst, "", libc::MS_BIND, "")?;
     mount(
         "",
         dst,

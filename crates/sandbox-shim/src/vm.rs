@@ -70,7 +70,18 @@ fn kernel_libraries(kernel: &Path) -> Result<Vec<PathBuf>> {
 /// `/init`, and a tmpfs for the guest's memory file.
 pub fn prepare_dir(spec: &VmSpec) -> Result<()> {
     let d = &spec.dir;
-    for sub in ["bin", "tmp", "old", "dev", CONTAINERS, "guest/proc", "guest/sys", "guest/dev", "guest/run", "guest/tmp"] {
+    for sub in [
+        "bin",
+        "tmp",
+        "old",
+        "dev",
+        CONTAINERS,
+        "guest/proc",
+        "guest/sys",
+        "guest/dev",
+        "guest/run",
+        "guest/tmp",
+    ] {
         std::fs::create_dir_all(d.join(sub))
             .map_err(Error::io(format!("mkdir {}", d.join(sub).display())))?;
     }
@@ -106,7 +117,13 @@ pub fn prepare_dir(spec: &VmSpec) -> Result<()> {
 /// the shared one 0600, and /run may be nodev), on a small tmpfs that allows devices.
 fn tun_device(dev: &Path, uid: u32) -> Result<()> {
     std::fs::create_dir_all(dev).map_err(Error::io(format!("mkdir {}", dev.display())))?;
-    sys::mount("tmpfs", dev, "tmpfs", libc::MS_NOSUID | libc::MS_NOEXEC, "size=64k,mode=0755")?;
+    sys::mount(
+        "tmpfs",
+        dev,
+        "tmpfs",
+        libc::MS_NOSUID | libc::MS_NOEXEC,
+        "size=64k,mode=0755",
+    )?;
     let net = dev.join("net");
     std::fs::create_dir_all(&net).map_err(Error::io(format!("mkdir {}", net.display())))?;
     let tun = net.join("tun");
@@ -331,7 +348,6 @@ pub fn remove_dir(dir: &Path) -> Result<()> {
     sys::detach(dir);
     sys::remove_unmounted_tree(dir)
 }
-
 
 /// `<dir>.<ext>` beside the sandbox directory (whose name contains dots: `k8s.io-<id>`).
 pub fn sibling(dir: &Path, ext: &str) -> PathBuf {

@@ -15,8 +15,8 @@ pub mod recover;
 pub mod runtime;
 pub mod sandbox;
 pub mod stats;
-pub mod warm;
 pub mod streaming;
+pub mod warm;
 
 use std::collections::HashMap;
 use std::path::PathBuf;

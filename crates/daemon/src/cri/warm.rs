@@ -269,8 +269,12 @@ pub fn find_shim(exe_dir: Option<&Path>) -> Option<PathBuf> {
         .into_iter()
         .chain(
             std::env::var_os("PATH")
-                .map(|p| std::env::split_paths(&p).map(|d| d.join(name)).collect())
-                .unwrap_or_else(Vec::new),
+                .map(|p| {
+                    std::env::split_paths(&p)
+                        .map(|d| d.join(name))
+                        .collect::<Vec<_>>()
+                })
+                .unwrap_or_default(),
         )
         .find(|p| p.is_file())
 }
