@@ -8,8 +8,8 @@ use std::sync::Arc;
 
 use containerd_shim::{ExitSignal, Flags};
 use containerd_shim_protos::create_task;
-use containerd_shim_protos::Task;
 use containerd_shim_protos::ttrpc::{MethodHandler, Server};
+use containerd_shim_protos::Task;
 use signal_hook::consts::{SIGCHLD, SIGINT, SIGPIPE, SIGTERM};
 use signal_hook::iterator::Signals;
 
@@ -85,7 +85,12 @@ fn signal_started() {
 
 pub fn serve(flags: &Flags) -> Result<()> {
     serve_task(flags, |ctx| {
-        Arc::new(Service::new(ctx.namespace, ctx.reaper, ctx.events, ctx.exit))
+        Arc::new(Service::new(
+            ctx.namespace,
+            ctx.reaper,
+            ctx.events,
+            ctx.exit,
+        ))
     })
 }
 
