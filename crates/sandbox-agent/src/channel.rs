@@ -1,7 +1,7 @@
 //! The line to the host: a UML console (`/dev/tty1`) in raw mode carrying protocol frames.
 
 use std::fs::{File, OpenOptions};
-use std::io::{self, Write};
+use std::io::{self, Read, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::sync::Mutex;
 
@@ -26,6 +26,56 @@ pub fn open_line(path: &str) -> io::Result<(File, File)> {
     termios::tcsetattr(&f, SetArg::TCSANOW, &t).map_err(io::Error::from)?;
     let reader = f.try_clone()?;
     Ok((reader, f))
+}
+
+/// Bytes waiting in the guest's tty at which its line discipline throttles the console
+/// driver (N_TTY_BUF_SIZE 4096 less the 128-byte threshold).
+pub const THROTTLE_MARK: usize = 4096 - 128;
+
+/// Reads the line in large reads (so that one read takes everything the tty holds) and
+/// calls `on_throttle` once the first time a read shows the tty held enough to throttle.
+///
+/// Why it matters: UML's console driver stops polling its host descriptor when throttled and
+/// does not resume when unthrottled; it only drains what the host had already written. After
+/// that, bytes the host writes later are never read. The host must keep less than
+/// THROTTLE_MARK bytes unread in flight; this reader can only tell it that it did not.
+pub struct LineReader<R> {
+    inner: R,
+    buf: Vec<u8>,
+    pos: usize,
+    len: usize,
+    on_throttle: Option<Box<dyn FnOnce(usize) + Send>>,
+}
+
+impl<R: Read> LineReader<R> {
+    pub fn new(inner: R, on_throttle: Box<dyn FnOnce(usize) + Send>) -> LineReader<R> {
+        LineReader {
+            inner,
+            buf: vec![0u8; 64 * 1024],
+            pos: 0,
+            len: 0,
+            on_throttle: Some(on_throttle),
+        }
+    }
+}
+
+impl<R: Read> Read for LineReader<R> {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        if self.pos == self.len {
+            let n = self.inner.read(&mut self.buf)?;
+            if n >= THROTTLE_MARK {
+                if let Some(f) = self.on_throttle.take() {
+                    f(n);
+                }
+            }
+            self.pos = 0;
+            self.len = n;
+        }
+        let n = out.len().min(self.len - self.pos);
+        out[..n].copy_from_slice(&self.buf[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
 }
 
 /// The writing side, shared by every thread: one frame per `write_all`, under one lock.
@@ -91,6 +141,38 @@ mod tests {
         fn flush(&mut self) -> io::Result<()> {
             Ok(())
         }
+    }
+
+    /// Hands out its data in the given read sizes.
+    struct Reads(Vec<Vec<u8>>);
+    impl Read for Reads {
+        fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+            if self.0.is_empty() {
+                return Ok(0);
+            }
+            let r = self.0.remove(0);
+            out[..r.len()].copy_from_slice(&r);
+            Ok(r.len())
+        }
+    }
+
+    #[test]
+    fn line_reader_passes_bytes_and_notices_a_full_tty() {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let s2 = Arc::clone(&seen);
+        let reads = Reads(vec![
+            vec![1; 10],
+            vec![2; THROTTLE_MARK],
+            vec![3; THROTTLE_MARK + 1],
+        ]);
+        let mut r = LineReader::new(reads, Box::new(move |n| s2.lock().unwrap().push(n)));
+        let mut all = Vec::new();
+        r.read_to_end(&mut all).unwrap();
+        assert_eq!(all.len(), 10 + THROTTLE_MARK * 2 + 1);
+        assert_eq!(&all[..10], &[1; 10]);
+        assert_eq!(all[10], 2);
+        assert_eq!(*all.last().unwrap(), 3);
+        assert_eq!(*seen.lock().unwrap(), vec![THROTTLE_MARK], "told once");
     }
 
     #[test]

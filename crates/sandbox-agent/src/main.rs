@@ -17,7 +17,6 @@ mod state;
 mod stdio;
 mod sys;
 
-use std::io::BufReader;
 use std::sync::mpsc;
 use std::sync::Arc;
 
@@ -70,7 +69,16 @@ fn main() {
 
 /// Reads frames until the line breaks (the host is gone: power off).
 fn read_loop(agent: &Arc<Agent>, line: std::fs::File, work: mpsc::Sender<Work>) -> ! {
-    let mut r = BufReader::with_capacity(64 * 1024, line);
+    let a = Arc::clone(agent);
+    let warn = move |n: usize| {
+        a.chan.log(format!(
+            "the host sent {n} bytes or more at once: the guest's console driver throttled the \
+             line and, as UML's driver does, will not read what the host writes after this burst \
+             (keep less than {} bytes unread in flight)",
+            channel::THROTTLE_MARK
+        ))
+    };
+    let mut r = channel::LineReader::new(line, Box::new(warn));
     loop {
         let frame = match read_frame(&mut r) {
             Ok(f) => f,

@@ -24,7 +24,7 @@ const UML: &str = "/usr/bin/linux.uml";
 const BUSYBOX: &str = "/bin/busybox";
 const APPLETS: &[&str] = &[
     "sh", "echo", "cat", "sleep", "uname", "id", "ls", "hostname", "mount", "stty", "grep",
-    "touch", "pwd", "tty", "env", "true",
+    "touch", "pwd", "tty", "env", "true", "ping",
 ];
 const CALL: Duration = Duration::from_secs(15);
 
@@ -102,8 +102,58 @@ fn lay_out(tmp: &Path) {
     fs::create_dir_all(tmp.join("uml-tmp")).unwrap();
 }
 
+/// A network namespace with a tap device for the guest's eth0; deleted on drop.
+struct Netns {
+    name: String,
+}
+
+fn ip(args: &[&str]) {
+    let out = Command::new("ip").args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "ip {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+impl Netns {
+    fn new(tag: &str) -> Netns {
+        let name = format!("bsa-{tag}-{}", std::process::id());
+        let _ = Command::new("ip").args(["netns", "del", &name]).output();
+        ip(&["netns", "add", &name]);
+        let ns = Netns { name };
+        ip(&[
+            "-n", &ns.name, "tuntap", "add", "dev", "tap0", "mode", "tap",
+        ]);
+        ip(&[
+            "-n",
+            &ns.name,
+            "addr",
+            "add",
+            "10.200.0.1/24",
+            "dev",
+            "tap0",
+        ]);
+        ip(&["-n", &ns.name, "link", "set", "tap0", "up"]);
+        ns
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .output();
+    }
+}
+
 impl Guest {
     fn boot() -> Guest {
+        Guest::boot_in(None, &[])
+    }
+
+    /// Boots UML in network namespace `netns` (if any) with extra kernel arguments.
+    fn boot_in(netns: Option<&Netns>, extra: &[&str]) -> Guest {
         agent_binary();
         assert!(Path::new(UML).is_file(), "{UML} missing (user-mode-linux)");
         let dir = tempfile::tempdir().unwrap();
@@ -114,6 +164,8 @@ impl Guest {
         let (in_r, in_w) = pipe();
         let (out_r, out_w) = pipe();
         let (in_fd, out_fd) = (in_r.as_raw_fd(), out_w.as_raw_fd());
+        let ns_file = netns.map(|n| File::open(format!("/run/netns/{}", n.name)).unwrap());
+        let ns_fd = ns_file.as_ref().map_or(-1, |f| f.as_raw_fd());
         let mut cmd = Command::new(UML);
         cmd.args([
             "mem=128M",
@@ -132,6 +184,7 @@ impl Guest {
             "con1=fd:3,fd:4",
             &format!("uml_dir={}", tmp.join("uml").display()),
         ])
+        .args(extra)
         .env("TMPDIR", tmp.join("uml-tmp"))
         .stdin(PStdio::null())
         .stdout(logf.try_clone().unwrap())
@@ -139,16 +192,24 @@ impl Guest {
         .process_group(0);
         unsafe {
             cmd.pre_exec(move || {
+                // UML goes with the test, even when the test process is killed.
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
                 // Out of the way of 3 and 4 first, then into place (dup2 clears CLOEXEC).
                 let a = libc::fcntl(in_fd, libc::F_DUPFD_CLOEXEC, 10);
                 let b = libc::fcntl(out_fd, libc::F_DUPFD_CLOEXEC, 10);
                 if a < 0 || b < 0 || libc::dup2(a, 3) < 0 || libc::dup2(b, 4) < 0 {
                     return Err(std::io::Error::last_os_error());
                 }
+                if ns_fd >= 0 && libc::setns(ns_fd, libc::CLONE_NEWNET) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
                 Ok(())
             });
         }
         let uml = cmd.spawn().unwrap();
+        drop(ns_file);
         drop(in_r);
         drop(out_w);
         let (tx, frames) = mpsc::channel();
@@ -161,9 +222,19 @@ impl Guest {
                 return;
             };
             let _ = tx.send(first);
-            while let Ok(f) = read_frame(&mut r) {
-                if tx.send(f).is_err() {
-                    return;
+            loop {
+                match read_frame(&mut r) {
+                    Ok(f) => {
+                        if tx.send(f).is_err() {
+                            return;
+                        }
+                    }
+                    Err(e) => {
+                        if e.kind() != std::io::ErrorKind::UnexpectedEof {
+                            eprintln!("reading the guest's frames: {e}");
+                        }
+                        return;
+                    }
                 }
             }
         });
@@ -515,10 +586,20 @@ fn containers_in_a_real_guest() {
     g.send(&Frame::data(7, b"hello "));
     g.call(&Request::StartContainer { id: "c4".into() });
     g.send(&Frame::data(7, b"through stdin\n"));
+    // Every byte value, both ways through the raw line (NUL, XON/XOFF, CR, DEL, 0xff...),
+    // within what the line takes at once (see `a_burst_of_4k_is_reported`).
+    let blob: Vec<u8> = (0..2048u32).map(|i| (i * 7 + i / 256) as u8).collect();
+    g.send(&Frame::data(7, &blob));
     g.send(&Frame::close(7));
     let (_, _, status) = g.exited("c4", "");
     assert_eq!(status, 0);
-    assert_eq!(g.output(8), "hello through stdin\n");
+    let mut echoed = Vec::new();
+    for f in g.seen.iter().filter(|f| f.kind == Kind::Data && f.id == 8) {
+        echoed.extend_from_slice(&f.payload);
+    }
+    let mut want = b"hello through stdin\n".to_vec();
+    want.extend_from_slice(&blob);
+    assert!(echoed == want, "bytes changed on the way: {echoed:?}");
     g.call(&Request::RemoveContainer { id: "c4".into() });
 
     // A terminal from the container's devpts: its size, a resize, input, output on the
@@ -687,6 +768,118 @@ fn containers_in_a_real_guest() {
         "took {:?}",
         started.elapsed()
     );
+}
+
+#[test]
+fn network_in_a_real_guest() {
+    let ns = Netns::new("net");
+    let mut g = Guest::boot_in(Some(&ns), &["eth0=tuntap,tap0"]);
+    let r = g.call(&Request::ConfigureNetwork {
+        interfaces: vec![berth_sandbox_proto::Interface {
+            name: "eth0".into(),
+            addresses: vec!["10.200.0.2/24".into(), "fd00:200::2/64".into()],
+            mac: "02:42:0a:c8:00:02".into(),
+            mtu: 1400,
+        }],
+        routes: vec![Route {
+            destination: "default".into(),
+            gateway: "10.200.0.1".into(),
+            device: "eth0".into(),
+        }],
+        hostname: "pod-h".into(),
+    });
+    assert_eq!(r, Response::Ok);
+    assert!(g
+        .events()
+        .iter()
+        .any(|e| matches!(e, Event::Log { message } if message.contains("fd00:200::2/64"))));
+    // A container shares the guest's network: it sees the MAC, the MTU, the default route,
+    // and reaches the host's side of the tap.
+    let script = "cat /sys/class/net/eth0/address /sys/class/net/eth0/mtu; \
+        grep -c '^eth0\t00000000\t0100C80A' /proc/net/route; \
+        ping -c 1 -W 5 10.200.0.1 >/dev/null && echo reached";
+    let mut mounts = std_mounts();
+    mounts.push(Mount::Guest {
+        destination: "/sys".into(),
+        fstype: "sysfs".into(),
+        source: "sysfs".into(),
+        options: vec![
+            "nosuid".into(),
+            "noexec".into(),
+            "nodev".into(),
+            "ro".into(),
+        ],
+    });
+    mounts.push(Mount::Guest {
+        destination: "/dev/mqueue".into(),
+        fstype: "mqueue".into(),
+        source: "mqueue".into(),
+        options: vec!["nosuid".into(), "noexec".into(), "nodev".into()],
+    });
+    let req = Request::CreateContainer {
+        id: "n1".into(),
+        rootfs: "/c/rootfs".into(),
+        readonly_rootfs: false,
+        mounts,
+        process: process(&["sh", "-c", script]),
+        hostname: String::new(),
+        stdio: out_err(1, 2),
+    };
+    pid_of(g.call(&req));
+    g.call(&Request::StartContainer { id: "n1".into() });
+    let (_, _, status) = g.exited("n1", "");
+    g.closed(1);
+    assert_eq!(
+        status,
+        0,
+        "stdout {:?} stderr {:?}",
+        g.output(1),
+        g.output(2)
+    );
+    assert_eq!(g.output(1), "02:42:0a:c8:00:02\n1400\n1\nreached\n");
+    // The host's side learned the guest's address at the MAC it was given.
+    let out = Command::new("ip")
+        .args(["-n", &ns.name, "neigh", "show", "10.200.0.2"])
+        .output()
+        .unwrap();
+    let neigh = String::from_utf8_lossy(&out.stdout);
+    assert!(neigh.contains("02:42:0a:c8:00:02"), "{neigh}");
+    assert_eq!(g.call(&Request::Shutdown), Response::Ok);
+    g.wait_exit(Duration::from_secs(10))
+        .expect("UML still runs after Shutdown");
+    g.assert_no_leftovers();
+}
+
+/// A request of 20 kB: the guest's console throttles the line.
+fn big_request() -> Request {
+    Request::Exec {
+        id: "none".into(),
+        exec_id: "e".into(),
+        process: json!({"args": ["x"], "env": [format!("BIG={}", "y".repeat(20_000))]}),
+        stdio: Stdio::default(),
+    }
+}
+
+#[test]
+fn a_burst_of_4k_is_reported() {
+    let mut g = Guest::boot();
+    let (code, _) = error_of(g.call(&big_request()));
+    assert_eq!(code, ErrorCode::NotFound);
+    g.wait_for("a Log about the throttled line", |f| {
+        matches!(f.parse::<Event>(), Ok(Event::Log { message }) if message.contains("throttled"))
+    });
+}
+
+/// What the host must avoid today: after the burst, UML's console driver no longer reads the
+/// host's descriptor (line_throttle deactivates it; line_unthrottle only drains once), so
+/// the Info below is never read. Needs flow control on the host side (see the report).
+#[test]
+#[ignore = "UML console lines stop reading after a burst of 4 kB (kernel limitation)"]
+fn the_line_survives_a_burst_of_4k() {
+    let mut g = Guest::boot();
+    error_of(g.call(&big_request()));
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(matches!(g.call(&Request::Info), Response::Info { .. }));
 }
 
 #[test]
