@@ -98,6 +98,14 @@ impl Channel {
         }
     }
 
+    /// A last word that must not wait for the line (from a panic hook: the panicking thread
+    /// may hold the lock itself).
+    pub fn try_log(&self, message: String) {
+        if let Ok(mut line) = self.line.try_lock() {
+            let _ = write_frame(&mut *line, &Frame::event(&Event::Log { message }));
+        }
+    }
+
     pub fn respond(&self, id: u32, resp: &Response) {
         self.send(&Frame::response(id, resp));
     }

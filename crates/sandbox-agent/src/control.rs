@@ -7,8 +7,8 @@ use std::time::Duration;
 use berth_sandbox_proto::Response;
 
 use crate::agent::Agent;
-use crate::container::teardown;
 use crate::error::{sys, AgentError};
+use crate::rootfs::teardown;
 use crate::state::{Container, Key, State};
 use crate::sys as s;
 

@@ -12,6 +12,8 @@ mod error;
 mod mountopts;
 mod net;
 mod reaper;
+mod rootfs;
+mod spawn;
 mod spec;
 mod state;
 mod stdio;
@@ -53,6 +55,12 @@ fn main() {
         sys::power_off();
     }
     let agent = Agent::new(chan);
+    // A bug must not leave the host waiting on a guest that limps: say what and power off.
+    let a = Arc::clone(&agent);
+    std::panic::set_hook(Box::new(move |info| {
+        a.chan.try_log(format!("agent bug, powering off: {info}"));
+        sys::power_off();
+    }));
     let (work_tx, work_rx) = mpsc::channel::<Work>();
     let a = Arc::clone(&agent);
     let reaper = stdio::spawn_thread("reaper", move || reaper::run(a));
