@@ -189,14 +189,24 @@ impl Config {
     /// Reads `path`; a missing file is only an error when the operator named it explicitly.
     pub fn load(path: &Path, explicit: bool) -> anyhow::Result<Config> {
         match std::fs::read_to_string(path) {
-            Ok(text) => {
-                toml::from_str(&text).with_context(|| format!("parse config {}", path.display()))
-            }
+            Ok(text) => Config::parse(&text)
+                .with_context(|| format!("parse config {}", path.display())),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound && !explicit => {
                 Ok(Config::default())
             }
             Err(e) => Err(e).with_context(|| format!("read config {}", path.display())),
         }
+    }
+
+    /// A config file's settings over the defaults. RuntimeClass handlers a file declares are
+    /// added to the default ones (`runc`, `crun`, `sandbox`) or replace them by name, as
+    /// containerd merges `runtimes` tables: declaring one handler does not remove the others.
+    pub fn parse(text: &str) -> anyhow::Result<Config> {
+        let mut c: Config = toml::from_str(text)?;
+        for (name, rt) in CriConfig::default().runtimes {
+            c.cri.runtimes.entry(name).or_insert(rt);
+        }
+        Ok(c)
     }
 
     pub fn to_toml(&self) -> anyhow::Result<String> {
@@ -239,5 +249,22 @@ mod tests {
         assert!(!c.cri.enabled);
         assert_eq!(c.cri.default_runtime, "runc");
         assert!(toml::from_str::<Config>("rooot = \"/x\"").is_err());
+    }
+
+    #[test]
+    fn declared_handlers_join_the_default_ones() {
+        let c = Config::parse(
+            "[cri.runtimes.runc]\nruntime_type = \"io.containerd.berth.v2\"\n\
+             options = { binary_name = \"runc\", root = \"/x/runc\" }\n\
+             [cri.runtimes.kata]\nruntime_type = \"io.containerd.kata.v2\"\n",
+        )
+        .expect("parse");
+        let names: Vec<&str> = c.cri.runtimes.keys().map(String::as_str).collect();
+        assert_eq!(names, ["crun", "kata", "runc", "sandbox"]);
+        assert_eq!(
+            c.cri.runtimes["runc"].options.get("root").and_then(|v| v.as_str()),
+            Some("/x/runc"),
+            "a declared handler replaces the default of that name"
+        );
     }
 }
