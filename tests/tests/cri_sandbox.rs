@@ -164,22 +164,28 @@ fn sandboxed_container_exit_logs_exec_and_stop() {
     assert_eq!(stream_text(&lines, "stdout").trim(), "out", "{lines:?}");
     assert_eq!(stream_text(&lines, "stderr").trim(), "err", "{lines:?}");
 
-    // ExecSync: output and exit code.
+    // ExecSync: output and exit code. The container carries 12 KiB of environment: its
+    // CreateContainer is far larger than the 4 KiB the guest's console takes in one go.
     let mut cri = env.cri.clone();
-    let svc = env.run_container(
-        &pod_id,
+    let mut svc_cfg = env.container_config(
         &pod,
-        &env.container_config(
-            &pod,
-            "svc",
-            "busybox",
-            &[
-                "sh",
-                "-c",
-                "trap 'exit 0' TERM; while true; do sleep 1; done",
-            ],
-        ),
+        "svc",
+        "busybox",
+        &[
+            "sh",
+            "-c",
+            "trap 'exit 0' TERM; while true; do sleep 1; done",
+        ],
     );
+    svc_cfg.envs = (0..200)
+        .map(|i| KeyValue {
+            key: format!("BIG_{i}"),
+            value: format!("{i:0>50}"),
+        })
+        .collect();
+    let svc = env.run_container(&pod_id, &pod, &svc_cfg);
+    let r = env.exec_sync(&svc, &["sh", "-c", "echo $BIG_199"]);
+    assert_eq!(stdout(&r), format!("{:0>50}", 199), "{r:?}");
     let r = env.exec_sync(&svc, &["sh", "-c", "echo hi; echo oops >&2; exit 5"]);
     assert_eq!((r.exit_code, stdout(&r)), (5, "hi".to_string()));
     assert_eq!(String::from_utf8_lossy(&r.stderr).trim(), "oops");

@@ -39,22 +39,35 @@ pub const THROTTLE_MARK: usize = 4096 - 128;
 /// does not resume when unthrottled; it only drains what the host had already written. After
 /// that, bytes the host writes later are never read. The host must keep less than
 /// THROTTLE_MARK bytes unread in flight; this reader can only tell it that it did not.
+///
+/// It also counts what it reads and calls `on_consumed(total)` whenever `ACK_EVERY` or more
+/// bytes are unreported: the host's flow control waits for these reports.
 pub struct LineReader<R> {
     inner: R,
     buf: Vec<u8>,
     pos: usize,
     len: usize,
     on_throttle: Option<Box<dyn FnOnce(usize) + Send>>,
+    on_consumed: Box<dyn FnMut(u64) + Send>,
+    total: u64,
+    reported: u64,
 }
 
 impl<R: Read> LineReader<R> {
-    pub fn new(inner: R, on_throttle: Box<dyn FnOnce(usize) + Send>) -> LineReader<R> {
+    pub fn new(
+        inner: R,
+        on_throttle: Box<dyn FnOnce(usize) + Send>,
+        on_consumed: Box<dyn FnMut(u64) + Send>,
+    ) -> LineReader<R> {
         LineReader {
             inner,
             buf: vec![0u8; 64 * 1024],
             pos: 0,
             len: 0,
             on_throttle: Some(on_throttle),
+            on_consumed,
+            total: 0,
+            reported: 0,
         }
     }
 }
@@ -67,6 +80,11 @@ impl<R: Read> Read for LineReader<R> {
                 if let Some(f) = self.on_throttle.take() {
                     f(n);
                 }
+            }
+            self.total += n as u64;
+            if self.total - self.reported >= berth_sandbox_proto::ACK_EVERY {
+                self.reported = self.total;
+                (self.on_consumed)(self.total);
             }
             self.pos = 0;
             self.len = n;
@@ -173,7 +191,11 @@ mod tests {
             vec![2; THROTTLE_MARK],
             vec![3; THROTTLE_MARK + 1],
         ]);
-        let mut r = LineReader::new(reads, Box::new(move |n| s2.lock().unwrap().push(n)));
+        let mut r = LineReader::new(
+            reads,
+            Box::new(move |n| s2.lock().unwrap().push(n)),
+            Box::new(|_| {}),
+        );
         let mut all = Vec::new();
         r.read_to_end(&mut all).unwrap();
         assert_eq!(all.len(), 10 + THROTTLE_MARK * 2 + 1);
@@ -181,6 +203,22 @@ mod tests {
         assert_eq!(all[10], 2);
         assert_eq!(*all.last().unwrap(), 3);
         assert_eq!(*seen.lock().unwrap(), vec![THROTTLE_MARK], "told once");
+    }
+
+    #[test]
+    fn line_reader_reports_what_it_read_every_ack_every_bytes() {
+        let acks = Arc::new(Mutex::new(Vec::new()));
+        let a2 = Arc::clone(&acks);
+        let reads = Reads(vec![vec![0; 600], vec![0; 600], vec![0; 100], vec![0; 2000]]);
+        let mut r = LineReader::new(
+            reads,
+            Box::new(|_| {}),
+            Box::new(move |n| a2.lock().unwrap().push(n)),
+        );
+        let mut all = Vec::new();
+        r.read_to_end(&mut all).unwrap();
+        // 600 is below ACK_EVERY; 1200 and 3300 are reported; 1300 is only 100 past 1200.
+        assert_eq!(*acks.lock().unwrap(), vec![1200, 3300]);
     }
 
     #[test]

@@ -86,7 +86,9 @@ fn read_loop(agent: &Arc<Agent>, line: std::fs::File, work: mpsc::Sender<Work>) 
             channel::THROTTLE_MARK
         ))
     };
-    let mut r = channel::LineReader::new(line, Box::new(warn));
+    let a = Arc::clone(agent);
+    let consumed = move |bytes: u64| a.chan.event(&Event::Consumed { bytes });
+    let mut r = channel::LineReader::new(line, Box::new(warn), Box::new(consumed));
     loop {
         let frame = match read_frame(&mut r) {
             Ok(f) => f,

@@ -22,6 +22,13 @@
 //! Stream ids are chosen by the host when it creates a process ([`Stdio`]); 0 means "none".
 //! The agent sends [`Event::Ready`] once, first, when it has set the line to raw mode; the host
 //! sends nothing before it sees it.
+//!
+//! Flow control, host → guest: UML's console driver stops reading its host descriptor for good
+//! once the guest's tty holds about 4 KiB unread (it is throttled and never polls again). So
+//! the host keeps at most [`LINE_WINDOW`] bytes written but not yet read by the agent, writing
+//! in pieces of at most [`LINE_PIECE`] bytes (a frame may span pieces), and the agent reports
+//! with [`Event::Consumed`] the running count of bytes it has read from the line (counted from
+//! the first byte after Ready), whenever [`ACK_EVERY`] or more bytes are unreported.
 
 use std::io::{self, Read, Write};
 
@@ -32,7 +39,15 @@ pub const MAGIC: &[u8; 4] = b"BRTH";
 pub const MAX_PAYLOAD: usize = 1 << 20;
 /// Data frames are split at this size so that one process's output cannot hold the line.
 pub const DATA_CHUNK: usize = 32 * 1024;
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
+/// Most bytes the host may have written to the line that the agent has not reported read.
+/// Below the 3968 bytes at which the guest's tty throttles the console driver.
+pub const LINE_WINDOW: u64 = 3072;
+/// Largest single write the host makes to the line.
+pub const LINE_PIECE: usize = 1024;
+/// The agent reports consumption once this many bytes are unreported. With
+/// `LINE_PIECE + ACK_EVERY <= LINE_WINDOW` a host waiting for room always gets it.
+pub const ACK_EVERY: u64 = 1024;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(u8)]
@@ -375,6 +390,8 @@ pub enum Event {
     },
     /// Something the host should log (the agent has no other way to report).
     Log { message: String },
+    /// Bytes the agent has read from the line so far (flow control, see the module docs).
+    Consumed { bytes: u64 },
 }
 
 #[cfg(test)]
@@ -448,6 +465,14 @@ mod tests {
                 message: "m".into()
             }
         );
+    }
+
+    #[test]
+    fn a_waiting_host_always_gets_room() {
+        // Blocked: more than WINDOW - PIECE in flight. Once the agent has read it all, at most
+        // ACK_EVERY - 1 stay unreported, and a full piece fits again.
+        const { assert!(LINE_PIECE as u64 + ACK_EVERY <= LINE_WINDOW) };
+        const { assert!(LINE_WINDOW < 4096 - 128) };
     }
 
     #[test]

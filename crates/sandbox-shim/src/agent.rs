@@ -15,8 +15,70 @@ use crate::error::{Error, Result};
 
 type EventHandler = Box<dyn Fn(Event) + Send + Sync>;
 
+/// How long a writer waits for the agent to read what is in flight before the line is
+/// declared stuck.
+const LINE_STALL: Duration = Duration::from_secs(30);
+
+/// The host → guest line with the protocol's flow control: at most `LINE_WINDOW` bytes
+/// written and not yet reported read by the agent, in pieces of at most `LINE_PIECE`.
+struct LineWriter {
+    file: File,
+    sent: u64,
+}
+
+/// What the agent reported read (`Event::Consumed`), and whether the line still lives.
+#[derive(Default)]
+struct Credit {
+    state: Mutex<(u64, bool)>,
+    cv: std::sync::Condvar,
+}
+
+impl Credit {
+    fn consumed(&self, bytes: u64) {
+        if let Ok(mut g) = self.state.lock() {
+            g.0 = g.0.max(bytes);
+        }
+        self.cv.notify_all();
+    }
+
+    fn close(&self) {
+        if let Ok(mut g) = self.state.lock() {
+            g.1 = true;
+        }
+        self.cv.notify_all();
+    }
+
+    /// Waits until `need` more bytes fit in the window after `sent`.
+    fn wait_room(&self, sent: u64, need: u64) -> Result<()> {
+        let deadline = std::time::Instant::now() + LINE_STALL;
+        let mut g = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        loop {
+            if g.1 {
+                return Err(gone());
+            }
+            if sent + need - g.0.min(sent) <= proto::LINE_WINDOW {
+                return Ok(());
+            }
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                return Err(Error::Other(format!(
+                    "the sandbox agent stopped reading its line ({} bytes in flight for {}s)",
+                    sent - g.0.min(sent),
+                    LINE_STALL.as_secs()
+                )));
+            }
+            g = self
+                .cv
+                .wait_timeout(g, left)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+    }
+}
+
 pub struct Agent {
-    writer: Mutex<File>,
+    writer: Mutex<LineWriter>,
+    credit: Credit,
     next_id: AtomicU32,
     next_stream: AtomicU32,
     pending: Mutex<HashMap<u32, Sender<Response>>>,
@@ -72,7 +134,11 @@ impl Agent {
             }
         };
         let agent = Arc::new(Agent {
-            writer: Mutex::new(to_guest),
+            writer: Mutex::new(LineWriter {
+                file: to_guest,
+                sent: 0,
+            }),
+            credit: Credit::default(),
             next_id: AtomicU32::new(1),
             next_stream: AtomicU32::new(1),
             pending: Mutex::new(HashMap::new()),
@@ -115,6 +181,7 @@ impl Agent {
                     }
                 }
                 Kind::Event => match frame.parse::<Event>() {
+                    Ok(Event::Consumed { bytes }) => self.credit.consumed(bytes),
                     Ok(Event::Log { message }) => log::info!("sandbox agent: {message}"),
                     Ok(ev) => (self.on_event)(ev),
                     Err(e) => log::warn!("sandbox agent event: {e}"),
@@ -137,6 +204,7 @@ impl Agent {
             }
         }
         self.alive.store(false, Ordering::SeqCst);
+        self.credit.close();
         if let Ok(mut p) = self.pending.lock() {
             p.clear();
         }
@@ -152,9 +220,23 @@ impl Agent {
         self.alive.load(Ordering::SeqCst)
     }
 
+    /// Writes one frame, piece by piece as the agent makes room (frames never interleave:
+    /// the writer lock is held for the whole frame).
     fn send(&self, frame: &Frame) -> Result<()> {
+        let bytes = frame.encode();
+        if frame.payload.len() > proto::MAX_PAYLOAD {
+            return Err(Error::InvalidArgument(format!(
+                "a {} byte message exceeds the sandbox line's limit",
+                frame.payload.len()
+            )));
+        }
         let mut w = self.writer.lock().unwrap_or_else(|e| e.into_inner());
-        proto::write_frame(&mut *w, frame).map_err(|_| gone())
+        for piece in bytes.chunks(proto::LINE_PIECE) {
+            self.credit.wait_room(w.sent, piece.len() as u64)?;
+            w.file.write_all(piece).map_err(|_| gone())?;
+            w.sent += piece.len() as u64;
+        }
+        Ok(())
     }
 
     /// Sends a request and waits for its answer; agent errors become shim errors with the
