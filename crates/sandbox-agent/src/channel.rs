@@ -209,7 +209,12 @@ mod tests {
     fn line_reader_reports_what_it_read_every_ack_every_bytes() {
         let acks = Arc::new(Mutex::new(Vec::new()));
         let a2 = Arc::clone(&acks);
-        let reads = Reads(vec![vec![0; 600], vec![0; 600], vec![0; 100], vec![0; 2000]]);
+        let reads = Reads(vec![
+            vec![0; 600],
+            vec![0; 600],
+            vec![0; 100],
+            vec![0; 2000],
+        ]);
         let mut r = LineReader::new(
             reads,
             Box::new(|_| {}),
