@@ -46,7 +46,12 @@ DD="dd if=/dev/zero of=/dev/null bs=1 count=200000"
 CPU='i=0; while [ $i -lt 300000 ]; do i=$((i+1)); done'
 
 # Guest kernels of a daemon dir $1: their pid files (the shim writes <state>/<ns>-<id>.pid).
-kernel_pids() { cat "$1"/sandbox-state/*.pid "$1"/state/sandbox/*.pid 2>/dev/null || true; }
+kernel_pids() {
+    for f in "$1"/sandbox-state/*.pid "$1"/state/sandbox/*.pid; do
+        [ -f "$f" ] && { cat "$f"; echo; }
+    done
+    return 0
+}
 
 # Stops daemon dir $1 and whatever its pods left, guest kernels included (by the pids they
 # recorded, checked to be kernels: their shims may have been killed).

@@ -40,6 +40,16 @@ fn guest_pid(env: &CriEnv, pod_id: &str) -> i32 {
         .expect("pid")
 }
 
+/// Field 19 of /proc/<pid>/stat (after the command, which may hold spaces).
+fn nice(pid: i32) -> i64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("stat");
+    let rest = &stat[stat.rfind(')').expect("comm") + 2..];
+    rest.split(' ')
+        .nth(16)
+        .and_then(|v| v.parse().ok())
+        .expect("nice")
+}
+
 fn alive(pid: i32) -> bool {
     std::fs::read(format!("/proc/{pid}/cmdline"))
         .map(|c| c.starts_with(b"linux.uml"))
@@ -499,6 +509,9 @@ fn a_sandboxed_pod_takes_a_warm_guest_and_the_pool_refills() {
         refill.is_some()
     });
     let (_, refill_pid) = refill.expect("refill");
+    // A waiting guest boots and idles at a low priority; the pod's runs at the normal one.
+    assert_eq!(nice(refill_pid), 10);
+    assert_eq!(nice(warm_pid), 0);
 
     env.stop_pod(&pod_id);
     env.remove_pod(&pod_id);

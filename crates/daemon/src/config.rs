@@ -189,8 +189,9 @@ impl Config {
     /// Reads `path`; a missing file is only an error when the operator named it explicitly.
     pub fn load(path: &Path, explicit: bool) -> anyhow::Result<Config> {
         match std::fs::read_to_string(path) {
-            Ok(text) => Config::parse(&text)
-                .with_context(|| format!("parse config {}", path.display())),
+            Ok(text) => {
+                Config::parse(&text).with_context(|| format!("parse config {}", path.display()))
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound && !explicit => {
                 Ok(Config::default())
             }
@@ -262,7 +263,10 @@ mod tests {
         let names: Vec<&str> = c.cri.runtimes.keys().map(String::as_str).collect();
         assert_eq!(names, ["crun", "kata", "runc", "sandbox"]);
         assert_eq!(
-            c.cri.runtimes["runc"].options.get("root").and_then(|v| v.as_str()),
+            c.cri.runtimes["runc"]
+                .options
+                .get("root")
+                .and_then(|v| v.as_str()),
             Some("/x/runc"),
             "a declared handler replaces the default of that name"
         );

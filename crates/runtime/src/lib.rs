@@ -15,6 +15,7 @@ mod types;
 pub use error::{Error, ErrorKind, Result};
 pub use events::EventSink;
 pub use manager::TaskManager;
+pub use shim::spawn_log_reader;
 pub use types::{
     CreateTask, ExecProcess, Exit, Mount, ProcessInfo, ProcessState, RecoveryReport, RuntimeConfig,
     Status, TaskRef,

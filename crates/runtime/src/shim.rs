@@ -225,7 +225,7 @@ pub(crate) fn parse_start_output(out: &str) -> Result<(String, u32)> {
 
 /// Copies the shim's log FIFO into tracing. Opened read-write so that the read side never sees
 /// EOF between shim restarts and the open never blocks.
-pub(crate) fn spawn_log_reader(
+pub fn spawn_log_reader(
     path: &Path,
     namespace: &str,
     id: &str,

@@ -360,7 +360,13 @@ impl SandboxService {
         let bundle = PathBuf::from(&req.bundle);
         let spec = read_spec(&bundle)?;
         let sandbox = is_sandbox_container(&spec);
+        let t0 = std::time::Instant::now();
         let guest = self.ensure_guest(&req.id, &spec)?;
+        log::info!(
+            "create {}: guest ready in {} ms",
+            req.id,
+            t0.elapsed().as_millis()
+        );
         let paths = StdioPaths {
             stdin: req.stdin.clone(),
             stdout: req.stdout.clone(),
@@ -459,9 +465,11 @@ impl SandboxService {
         paths: &StdioPaths,
     ) -> Result<(u32, proto::Stdio, Option<StdinCloser>)> {
         let agent = &guest.agent;
+        let t0 = std::time::Instant::now();
         let rootfs = rootfs::mount_rootfs(&guest.dir, &req.id, &req.rootfs, bundle, &guest.idmap)?;
         let mounts = rootfs::translate_mounts(&guest.dir, &req.id, spec, &guest.idmap)?;
         let (streams, closer, stdin) = self.open_stdio(agent, paths, &req.id)?;
+        let host_ms = t0.elapsed().as_millis();
         let resp = agent.call(
             &Request::CreateContainer {
                 id: req.id.clone(),
@@ -497,6 +505,11 @@ impl SandboxService {
         if let Some(f) = stdin {
             agent.pump_input(streams.stdin, f);
         }
+        log::info!(
+            "create {}: host mounts and stdio {host_ms} ms, guest CreateContainer {} ms",
+            req.id,
+            t0.elapsed().as_millis() - host_ms
+        );
         Ok((pid, streams, closer))
     }
 

@@ -32,6 +32,9 @@ pub struct VmSpec {
     pub cgroup_procs: Vec<PathBuf>,
     /// The kernel's own stdout/stderr (boot noise, panics).
     pub log: PathBuf,
+    /// Scheduling niceness of the kernel's processes: a guest booted ahead of its pod yields
+    /// the CPU to pods starting now.
+    pub nice: i32,
 }
 
 pub struct Vm {
@@ -240,6 +243,7 @@ pub fn spawn(spec: &VmSpec) -> Result<Vm> {
     let net_fd = netns.as_ref().map(|f| f.as_raw_fd());
     let user_fd = userns.as_raw_fd();
     let err_fd = err_w.as_raw_fd();
+    let nice = spec.nice;
 
     let child = move || -> isize {
         // SAFETY (whole block): raw system calls on fds and C strings prepared by the parent;
@@ -255,6 +259,9 @@ pub fn spawn(spec: &VmSpec) -> Result<Vm> {
                 if libc::write(*fd, zero.as_ptr().cast(), 1) < 0 {
                     return fail(0);
                 }
+            }
+            if nice != 0 {
+                libc::setpriority(libc::PRIO_PROCESS, 0, nice);
             }
             if let Some(fd) = net_fd {
                 if libc::setns(fd, libc::CLONE_NEWNET) < 0 {

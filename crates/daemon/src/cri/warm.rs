@@ -44,6 +44,8 @@ pub struct Pool {
     cfg: Option<PoolConfig>,
     ready: Mutex<VecDeque<Warm>>,
     filling: tokio::sync::Mutex<()>,
+    /// Per warm shim: the task copying its log FIFO into berthd's log.
+    logs: Mutex<std::collections::HashMap<String, tokio::task::JoinHandle<()>>>,
 }
 
 fn alive(address: &str) -> bool {
@@ -56,6 +58,7 @@ impl Pool {
             cfg: cfg.filter(|c| c.size > 0),
             ready: Mutex::new(VecDeque::new()),
             filling: tokio::sync::Mutex::new(()),
+            logs: Mutex::new(std::collections::HashMap::new()),
         }
     }
 
@@ -91,7 +94,10 @@ impl Pool {
         };
         while self.len() < cfg.size {
             match spawn(cfg, cni).await {
-                Ok(w) => {
+                Ok((w, log)) => {
+                    if let (Some(h), Ok(mut logs)) = (log, self.logs.lock()) {
+                        logs.insert(w.id.clone(), h);
+                    }
                     tracing::info!(id = %w.id, "warm sandbox guest started");
                     if let Ok(mut q) = self.ready.lock() {
                         q.push_back(w);
@@ -130,6 +136,7 @@ impl Pool {
                 address: std::fs::read_to_string(dir.join("address")).unwrap_or_default(),
                 id,
             };
+            self.stop_log(&w.id);
             discard(cfg, cni, &w).await;
         }
     }
@@ -138,6 +145,13 @@ impl Pool {
     pub async fn release(&self, cni: &berth_cni::Cni, w: &Warm) {
         if let Some(cfg) = &self.cfg {
             discard(cfg, cni, w).await;
+        }
+        self.stop_log(&w.id);
+    }
+
+    fn stop_log(&self, id: &str) {
+        if let Some(h) = self.logs.lock().ok().and_then(|mut l| l.remove(id)) {
+            h.abort();
         }
     }
 }
@@ -185,8 +199,12 @@ async fn discard(cfg: &PoolConfig, cni: &berth_cni::Cni, w: &Warm) {
 }
 
 /// Starts one warm shim: a network namespace, then the shim's `start` action with
-/// `BERTH_SANDBOX_PREWARM` naming it (the server boots its guest there at once).
-async fn spawn(cfg: &PoolConfig, cni: &berth_cni::Cni) -> Result<Warm, String> {
+/// `BERTH_SANDBOX_PREWARM` naming it (the server boots its guest there at once). Its log FIFO
+/// is copied into berthd's log, as for the shims the task manager starts.
+async fn spawn(
+    cfg: &PoolConfig,
+    cni: &berth_cni::Cni,
+) -> Result<(Warm, Option<tokio::task::JoinHandle<()>>), String> {
     let shim = cfg
         .shim
         .as_ref()
@@ -206,6 +224,14 @@ async fn spawn(cfg: &PoolConfig, cni: &berth_cni::Cni) -> Result<Warm, String> {
         discard(cfg, cni, &w).await;
         return Err(format!("create {}: {e}", bundle.display()));
     }
+    let log = bundle.join("log");
+    let reader = match nix::unistd::mkfifo(&log, nix::sys::stat::Mode::from_bits_truncate(0o600)) {
+        Ok(()) => berth_runtime::spawn_log_reader(&log, NAMESPACE, &id),
+        Err(e) => {
+            tracing::warn!(error = %e, "warm shim log fifo");
+            None
+        }
+    };
     let publish = std::env::current_exe()
         .map(|p| p.display().to_string())
         .unwrap_or_else(|_| "berthd".into());
@@ -231,6 +257,9 @@ async fn spawn(cfg: &PoolConfig, cni: &berth_cni::Cni) -> Result<Warm, String> {
     let address = match out {
         Ok(o) if o.status.success() => String::from_utf8_lossy(&o.stdout).trim().to_string(),
         Ok(o) => {
+            if let Some(h) = &reader {
+                h.abort();
+            }
             discard(cfg, cni, &w).await;
             return Err(format!(
                 "warm shim start: {}",
@@ -238,11 +267,14 @@ async fn spawn(cfg: &PoolConfig, cni: &berth_cni::Cni) -> Result<Warm, String> {
             ));
         }
         Err(e) => {
+            if let Some(h) = &reader {
+                h.abort();
+            }
             discard(cfg, cni, &w).await;
             return Err(format!("run {}: {e}", shim.display()));
         }
     };
-    Ok(Warm { address, ..w })
+    Ok((Warm { address, ..w }, reader))
 }
 
 /// Names the warm shim in a spec the pod's tasks are created from.
