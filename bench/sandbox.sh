@@ -107,13 +107,15 @@ shim_mem() {
     echo "$rss $pss"
 }
 
-# Waits (up to 180 s) until $2 warm guests of daemon dir $1 run.
+# Waits (up to 180 s) until $2 warm guests of daemon dir $1 have booted (their shims write
+# <dir>.ready once the guest's agent answers).
 wait_pool() {
     i=0
     while :; do
         n=0
-        for f in "$1"/state/sandbox/k8s.io-warm-*.pid; do
-            [ -f "$f" ] && grep -qs '^linux.uml' "/proc/$(cat "$f")/cmdline" && n=$((n + 1))
+        for f in "$1"/state/sandbox/k8s.io-warm-*.ready; do
+            p=${f%.ready}.pid
+            [ -f "$f" ] && grep -qs '^linux.uml' "/proc/$(cat "$p")/cmdline" && n=$((n + 1))
         done
         [ "$n" -ge "$2" ] && return 0
         i=$((i + 1)); [ $i -lt 1800 ] || { echo "the warm pool did not fill ($n of $2)" >&2; return 1; }

@@ -157,6 +157,15 @@ pub fn runtime() -> tokio::runtime::Runtime {
 }
 
 /// Polls `cond` for up to ten seconds (background work such as garbage collection).
+/// The host kernel's release (`uname -r`): what a runc container sees, and a sandboxed one must not.
+pub fn host_kernel_release() -> String {
+    let out = std::process::Command::new("uname")
+        .arg("-r")
+        .output()
+        .expect("run uname");
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
 pub fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     while std::time::Instant::now() < deadline {

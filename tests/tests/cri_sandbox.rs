@@ -5,22 +5,11 @@
 use std::time::{Duration, Instant};
 
 use berth_tests::cri::*;
+use berth_tests::host_kernel_release;
 use k8s_cri::v1::*;
 use tonic::Code;
 
 const SANDBOX: &str = "sandbox";
-
-fn host_release() -> String {
-    String::from_utf8_lossy(
-        &std::process::Command::new("uname")
-            .arg("-r")
-            .output()
-            .expect("uname")
-            .stdout,
-    )
-    .trim()
-    .to_string()
-}
 
 fn stdout(r: &ExecSyncResponse) -> String {
     String::from_utf8_lossy(&r.stdout).trim().to_string()
@@ -103,7 +92,7 @@ fn sandboxed_and_runc_pods_run_side_by_side_with_different_kernels() {
         &rpod,
         &env.container_config(&rpod, "box", "busybox", &["sleep", "3600"]),
     );
-    let host = host_release();
+    let host = host_kernel_release();
     let guest = env.exec_sync(&sc, &["uname", "-r"]);
     let native = env.exec_sync(&rc, &["uname", "-r"]);
     assert_eq!(guest.exit_code, 0, "{guest:?}");
@@ -142,6 +131,22 @@ fn sandboxed_and_runc_pods_run_side_by_side_with_different_kernels() {
     assert_eq!(field("Uid:"), vec!["1000000000"; 4], "{status}");
     assert_eq!(field("Gid:"), vec!["1000000000"; 4], "{status}");
     assert_eq!(field("NoNewPrivs:"), vec!["1"], "{status}");
+    // Its root is the pod's sandbox directory (what the shim's `delete` finds it by, too).
+    let inode = |p: &str| {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata(p)
+            .map(|m| (m.dev(), m.ino()))
+            .expect("stat")
+    };
+    let dir = env
+        .daemon()
+        .state()
+        .join("sandbox")
+        .join(format!("k8s.io-{sid}"));
+    assert_eq!(
+        inode(&format!("/proc/{pid}/root")),
+        inode(&dir.to_string_lossy())
+    );
     // Default guest memory (128 MiB) as the guest sees it.
     let mem = env.exec_sync(&sc, &["sh", "-c", "grep MemTotal /proc/meminfo"]);
     let kb: u64 = stdout(&mem)
@@ -495,7 +500,7 @@ fn a_sandboxed_pod_takes_a_warm_guest_and_the_pool_refills() {
     );
     assert!(alive(warm_pid));
     let r = env.exec_sync(&c, &["uname", "-r"]);
-    assert_ne!(stdout(&r), host_release());
+    assert_ne!(stdout(&r), host_kernel_release());
     // It took the pod's network over: its server answers on the pod IP.
     let ip = env.pod_ip(&pod_id);
     let (code, body) = http_get_eventually(&ip, 8080);

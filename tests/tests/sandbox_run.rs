@@ -6,18 +6,6 @@ use berth_tests::*;
 
 const SANDBOX: &str = "io.containerd.berth-sandbox.v2";
 
-fn host_release() -> String {
-    String::from_utf8_lossy(
-        &std::process::Command::new("uname")
-            .arg("-r")
-            .output()
-            .expect("uname")
-            .stdout,
-    )
-    .trim()
-    .to_string()
-}
-
 fn guest_kernels_under(state: &std::path::Path) -> Vec<String> {
     std::fs::read_dir(state.join("sandbox"))
         .into_iter()
@@ -52,9 +40,9 @@ fn berth_run_with_the_sandbox_runtime_sees_the_guest_kernel() {
     assert_eq!(run.code, Some(4), "{} {}", run.stdout, run.stderr);
     let release = run.stdout.trim();
     assert!(
-        !release.is_empty() && release != host_release(),
+        !release.is_empty() && release != host_kernel_release(),
         "guest kernel release {release:?} (host {})",
-        host_release()
+        host_kernel_release()
     );
     assert!(run.stderr.contains("oops"), "{}", run.stderr);
 
@@ -90,6 +78,20 @@ fn berth_run_with_the_sandbox_runtime_sees_the_guest_kernel() {
         "exec in the guest: {} {}",
         exec.stdout,
         exec.stderr
+    );
+    // The processes inside the guest: the container's init is PID 1 of its namespace there, as
+    // the agent sees it a small guest pid — nothing like a host pid.
+    let ps = d.ctr(&ns, &["task", "ps", "uml2"]).ok();
+    let pids: Vec<u32> = ps
+        .stdout
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split_whitespace().next()?.parse().ok())
+        .collect();
+    assert!(
+        !pids.is_empty() && pids.iter().all(|p| *p < 1000),
+        "{}",
+        ps.stdout
     );
     d.ctr(&ns, &["task", "kill", "-s", "SIGKILL", "uml2"]).ok();
     wait_until("uml2 to stop", || {

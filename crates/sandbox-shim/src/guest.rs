@@ -213,6 +213,8 @@ pub fn boot(
             tail.into_iter().rev().collect::<Vec<_>>().join(" | ")
         ))
     })?;
+    // Beside the pid file: the guest's agent answers (what a warm pool's readiness is).
+    let _ = std::fs::write(vm::sibling(&dir, "ready"), &agent.kernel_release);
     log::info!(
         "sandbox guest {} booted in {} ms (kernel {})",
         v.pid,
@@ -282,6 +284,7 @@ pub fn cleanup_dir(dir: &Path) {
     }
     let _ = std::fs::remove_file(vm::sibling(dir, "log"));
     let _ = std::fs::remove_file(vm::sibling(dir, "pid"));
+    let _ = std::fs::remove_file(vm::sibling(dir, "ready"));
 }
 
 fn remove_cgroups(dirs: &[PathBuf]) {

@@ -16,8 +16,6 @@ mod vm;
 use std::io::Write;
 
 use berth_shim::server::{self, TaskService};
-use containerd_shim_protos::protobuf::Message;
-use containerd_shim_protos::types::introspection::RuntimeInfo;
 
 use crate::error::{Error, Result};
 use crate::service::SandboxService;
@@ -83,71 +81,42 @@ fn delete(flags: &containerd_shim::Flags) -> Result<()> {
         kill_recorded_kernel(&dir);
         guest::cleanup_dir(&dir);
     }
-    let resp = containerd_shim_protos::api::DeleteResponse {
-        exit_status: 128 + libc::SIGKILL as u32,
-        exited_at: containerd_shim_protos::protobuf::MessageField::some(
-            containerd_shim::util::timestamp()?,
-        ),
-        ..Default::default()
-    };
-    let bytes = resp
-        .write_to_bytes()
-        .map_err(|e| Error::Other(e.to_string()))?;
-    let mut out = std::io::stdout().lock();
-    out.write_all(&bytes)
-        .and_then(|_| out.flush())
-        .map_err(Error::io("write delete response"))
+    berth_shim::cleanup::write_killed_response()
 }
 
 /// Kills the kernel whose pid the guest recorded, if that pid is still a guest kernel.
+/// Also a kernel whose pid was never recorded (its shim died between starting it and writing
+/// the file): any guest kernel whose root is this sandbox directory (the same inode: the link
+/// itself reads "/" from another mount namespace).
 fn kill_recorded_kernel(dir: &std::path::Path) {
-    let Some(pid) = std::fs::read_to_string(vm::sibling(dir, "pid"))
+    use std::os::unix::fs::MetadataExt;
+    let recorded = std::fs::read_to_string(vm::sibling(dir, "pid"))
         .ok()
-        .and_then(|s| s.trim().parse::<i32>().ok())
-    else {
-        return;
-    };
-    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-    if cmdline.starts_with(b"linux.uml\0") {
-        vm::kill(pid);
+        .and_then(|s| s.trim().parse::<i32>().ok());
+    let id = |p: &std::path::Path| std::fs::metadata(p).ok().map(|m| (m.dev(), m.ino()));
+    let sandbox = id(dir);
+    let kernels = std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|c| c.starts_with(b"linux.uml\0"))
+        });
+    for pid in kernels {
+        let root = id(std::path::Path::new(&format!("/proc/{pid}/root")));
+        if Some(pid) == recorded || (sandbox.is_some() && root == sandbox) {
+            vm::kill(pid);
+        }
     }
 }
 
 fn main() {
-    std::panic::set_hook(Box::new(|info| log::error!("panic: {info}")));
-    let args: Vec<_> = std::env::args_os().collect();
-    let flags = match containerd_shim::parse(&args[1..]) {
-        Ok(f) => f,
-        Err(e) => {
-            eprintln!("{RUNTIME_ID}: {e}");
-            std::process::exit(2);
-        }
-    };
-    if flags.version {
-        println!(
-            "containerd-shim-berth-sandbox-v2 {}",
-            env!("CARGO_PKG_VERSION")
-        );
-        return;
-    }
-    let result = if flags.info {
-        let info = RuntimeInfo {
-            name: RUNTIME_ID.to_string(),
-            ..Default::default()
-        };
-        info.write_to_bytes()
-            .map_err(|e| Error::Other(e.to_string()))
-            .and_then(|b| {
-                std::io::stdout()
-                    .write_all(&b)
-                    .map_err(Error::io("write info"))
-            })
-    } else if flags.namespace.is_empty() {
-        Err(Error::InvalidArgument("-namespace is required".into()))
-    } else {
+    berth_shim::cli::main(RUNTIME_ID, "containerd-shim-berth-sandbox-v2", |flags| {
         match flags.action.as_str() {
-            "delete" => delete(&flags),
-            "start" => start(&flags),
+            "start" => start(flags),
+            "delete" => delete(flags),
             _ => config::Config::load().and_then(|cfg| {
                 let prewarm = std::env::var_os(PREWARM_ENV).map(std::path::PathBuf::from);
                 if prewarm.is_some() {
@@ -155,7 +124,7 @@ fn main() {
                     let _ = std::fs::write("shim.pid", std::process::id().to_string());
                 }
                 let id = flags.id.clone();
-                server::serve_task(&flags, |ctx| {
+                server::serve_task(flags, |ctx| {
                     cmd::use_reaper(ctx.reaper.clone());
                     let s =
                         SandboxService::new(ctx.namespace, cfg, ctx.reaper, ctx.events, ctx.exit);
@@ -171,9 +140,5 @@ fn main() {
                 })
             }),
         }
-    };
-    if let Err(e) = result {
-        eprintln!("{RUNTIME_ID}: {e}");
-        std::process::exit(1);
-    }
+    })
 }

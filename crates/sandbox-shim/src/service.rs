@@ -15,8 +15,9 @@ use std::time::Duration;
 use berth_sandbox_proto::{self as proto, Event, Request, Response};
 use berth_shim::events::Events;
 use berth_shim::reaper::Reaper;
+use berth_shim::service::{now, ttrpc_result, validate_id};
 use berth_shim::stdio::{self, StdinCloser, StdioPaths};
-use containerd_shim::util::{convert_to_any, timestamp};
+use containerd_shim::util::convert_to_any;
 use containerd_shim::ExitSignal;
 use containerd_shim_protos::api::{self, Status};
 use containerd_shim_protos::events::task::{
@@ -109,17 +110,6 @@ pub struct SandboxService {
     me: Weak<SandboxService>,
 }
 
-fn ttrpc_result<T>(r: Result<T>) -> ttrpc::Result<T> {
-    r.map_err(|e| {
-        log::warn!("request failed: {e}");
-        e.into()
-    })
-}
-
-fn now() -> Timestamp {
-    timestamp().unwrap_or_default()
-}
-
 fn read_spec(bundle: &Path) -> Result<Value> {
     let path = bundle.join("config.json");
     let data = std::fs::read(&path).map_err(Error::io(format!("read {}", path.display())))?;
@@ -135,18 +125,31 @@ fn is_sandbox_container(spec: &Value) -> bool {
     annotation(spec, "io.kubernetes.cri.container-type") == Some("sandbox")
 }
 
-fn validate_id(id: &str) -> Result<()> {
-    let ok = !id.is_empty()
-        && id.len() <= 128
-        && id
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '+'))
-        && !id.starts_with('.');
-    if ok {
-        Ok(())
-    } else {
-        Err(Error::InvalidArgument(format!("invalid id {id:?}")))
+/// Sends a request that starts a process on `streams` and returns its guest pid; its stdin
+/// starts flowing once it exists, and its outputs are dropped if it never does.
+fn spawn_in_guest(
+    agent: &Arc<Agent>,
+    what: &str,
+    req: &Request,
+    streams: &proto::Stdio,
+    stdin: Option<File>,
+) -> Result<u32> {
+    let result = match agent.call(req, CALL_TIMEOUT) {
+        Ok(Response::Pid { pid }) => Ok(pid),
+        Ok(other) => Err(Error::Other(format!(
+            "the sandbox agent answered {what} with {other:?}"
+        ))),
+        Err(e) => Err(e),
+    };
+    match (&result, stdin) {
+        (Ok(_), Some(f)) => agent.pump_input(streams.stdin, f),
+        (Err(_), _) => {
+            agent.detach_output(streams.stdout);
+            agent.detach_output(streams.stderr);
+        }
+        _ => {}
     }
+    result
 }
 
 impl SandboxService {
@@ -470,41 +473,23 @@ impl SandboxService {
         let mounts = rootfs::translate_mounts(&guest.dir, &req.id, spec, &guest.idmap)?;
         let (streams, closer, stdin) = self.open_stdio(agent, paths, &req.id)?;
         let host_ms = t0.elapsed().as_millis();
-        let resp = agent.call(
-            &Request::CreateContainer {
-                id: req.id.clone(),
-                rootfs,
-                readonly_rootfs: spec
-                    .pointer("/root/readonly")
-                    .and_then(Value::as_bool)
-                    .unwrap_or(false),
-                mounts,
-                process: spec.get("process").cloned().unwrap_or(Value::Null),
-                hostname: spec
-                    .get("hostname")
-                    .and_then(Value::as_str)
-                    .unwrap_or_default()
-                    .to_string(),
-                stdio: streams.clone(),
-            },
-            CALL_TIMEOUT,
-        );
-        let pid = match resp {
-            Ok(Response::Pid { pid }) => pid,
-            Ok(other) => {
-                return Err(Error::Other(format!(
-                    "sandbox agent answered CreateContainer with {other:?}"
-                )))
-            }
-            Err(e) => {
-                agent.detach_output(streams.stdout);
-                agent.detach_output(streams.stderr);
-                return Err(e);
-            }
+        let create = Request::CreateContainer {
+            id: req.id.clone(),
+            rootfs,
+            readonly_rootfs: spec
+                .pointer("/root/readonly")
+                .and_then(Value::as_bool)
+                .unwrap_or(false),
+            mounts,
+            process: spec.get("process").cloned().unwrap_or(Value::Null),
+            hostname: spec
+                .get("hostname")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string(),
+            stdio: streams.clone(),
         };
-        if let Some(f) = stdin {
-            agent.pump_input(streams.stdin, f);
-        }
+        let pid = spawn_in_guest(agent, "CreateContainer", &create, &streams, stdin)?;
         log::info!(
             "create {}: host mounts and stdio {host_ms} ms, guest CreateContainer {} ms",
             req.id,
@@ -556,31 +541,13 @@ impl SandboxService {
         let agent = self.agent()?;
         let paths = self.with_container(&req.id, |c| Ok(c.process(&req.exec_id)?.paths.clone()))?;
         let (streams, closer, stdin) = self.open_stdio(&agent, &paths, &req.exec_id)?;
-        let resp = agent.call(
-            &Request::Exec {
-                id: req.id.clone(),
-                exec_id: req.exec_id.clone(),
-                process: exec.unwrap_or(Value::Null),
-                stdio: streams.clone(),
-            },
-            CALL_TIMEOUT,
-        );
-        let guest_pid = match resp {
-            Ok(Response::Pid { pid }) => pid,
-            Ok(other) => {
-                return Err(Error::Other(format!(
-                    "sandbox agent answered Exec with {other:?}"
-                )))
-            }
-            Err(e) => {
-                agent.detach_output(streams.stdout);
-                agent.detach_output(streams.stderr);
-                return Err(e);
-            }
+        let exec_req = Request::Exec {
+            id: req.id.clone(),
+            exec_id: req.exec_id.clone(),
+            process: exec.unwrap_or(Value::Null),
+            stdio: streams.clone(),
         };
-        if let Some(f) = stdin {
-            agent.pump_input(streams.stdin, f);
-        }
+        let guest_pid = spawn_in_guest(&agent, "Exec", &exec_req, &streams, stdin)?;
         let mut st = self.lock();
         if let Some(c) = st.containers.get_mut(&req.id) {
             if let Ok(p) = c.process(&req.exec_id) {

@@ -83,6 +83,32 @@ const MOUNT_ATTR_IDMAP: u64 = 0x0010_0000;
 const OPEN_TREE_CLONE: libc::c_uint = 1;
 const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 0x4;
 
+/// mount_setattr(2) on a detached tree: sets `flags`, with the ids of `userns` if given.
+fn set_attr(tree: &OwnedFd, flags: u64, userns: Option<&OwnedFd>) -> std::io::Result<()> {
+    let mut attr = MountAttr {
+        attr_set: flags,
+        attr_clr: 0,
+        propagation: 0,
+        userns_fd: userns.map_or(0, |u| u.as_raw_fd() as u64),
+    };
+    // SAFETY: mount_setattr on our detached tree with a properly sized mount_attr.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            tree.as_raw_fd(),
+            c"".as_ptr(),
+            libc::AT_EMPTY_PATH,
+            &mut attr as *mut MountAttr,
+            std::mem::size_of::<MountAttr>(),
+        )
+    };
+    if r < 0 {
+        Err(std::io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
 /// Mounts `src` (a directory or file) at `dst` with ids shifted through `userns` (and read-only
 /// when asked). Falls back to a plain bind when the filesystem cannot be idmapped (EINVAL):
 /// the content is then seen with its on-disk owners.
@@ -103,26 +129,8 @@ pub fn idmapped_bind(src: &Path, dst: &Path, userns: &OwnedFd, readonly: bool) -
     }
     // SAFETY: fd was just returned to us and is owned by nobody else.
     let tree = unsafe { OwnedFd::from_raw_fd(fd as i32) };
-    let mut attr = MountAttr {
-        attr_set: MOUNT_ATTR_IDMAP | if readonly { MOUNT_ATTR_RDONLY } else { 0 },
-        attr_clr: 0,
-        propagation: 0,
-        userns_fd: userns.as_raw_fd() as u64,
-    };
-    let empty = c"";
-    // SAFETY: mount_setattr on our detached tree with a properly sized mount_attr.
-    let r = unsafe {
-        libc::syscall(
-            libc::SYS_mount_setattr,
-            tree.as_raw_fd(),
-            empty.as_ptr(),
-            libc::AT_EMPTY_PATH,
-            &mut attr as *mut MountAttr,
-            std::mem::size_of::<MountAttr>(),
-        )
-    };
-    if r < 0 {
-        let e = std::io::Error::last_os_error();
+    let ro = if readonly { MOUNT_ATTR_RDONLY } else { 0 };
+    if let Err(e) = set_attr(&tree, MOUNT_ATTR_IDMAP | ro, Some(userns)) {
         if e.raw_os_error() != Some(libc::EINVAL) {
             return Err(Error::Io {
                 context: format!("idmap {}", src.display()),
@@ -130,22 +138,9 @@ pub fn idmapped_bind(src: &Path, dst: &Path, userns: &OwnedFd, readonly: bool) -
             });
         }
         log::info!("{} cannot be idmapped; bound as is", src.display());
-        attr.attr_set = if readonly { MOUNT_ATTR_RDONLY } else { 0 };
-        // SAFETY: as above, without the idmap.
-        let r = unsafe {
-            libc::syscall(
-                libc::SYS_mount_setattr,
-                tree.as_raw_fd(),
-                empty.as_ptr(),
-                libc::AT_EMPTY_PATH,
-                &mut attr as *mut MountAttr,
-                std::mem::size_of::<MountAttr>(),
-            )
-        };
-        if r < 0 {
-            return Err(errno(format!("mount_setattr {}", src.display())));
-        }
+        set_attr(&tree, ro, None).map_err(Error::io(format!("mount_setattr {}", src.display())))?;
     }
+    let empty = c"";
     // SAFETY: attaches our detached tree at dst.
     let r = unsafe {
         libc::syscall(

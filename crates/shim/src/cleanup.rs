@@ -32,6 +32,12 @@ pub fn run(flags: &Flags) -> Result<()> {
         log::warn!("delete {}: {e}", flags.id);
     }
     mount::unmount(&bundle.join("rootfs"));
+    write_killed_response()
+}
+
+/// The `delete` action's answer on stdout: the process was lost with its shim, so it is
+/// reported killed.
+pub fn write_killed_response() -> Result<()> {
     let resp = DeleteResponse {
         // The process was lost with its shim: report it as killed.
         exit_status: 128 + libc::SIGKILL as u32,

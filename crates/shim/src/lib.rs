@@ -2,6 +2,7 @@
 //! share with it: start/delete actions, the ttrpc server, events, stdio and errors.
 
 pub mod cleanup;
+pub mod cli;
 pub mod cpuacct;
 pub mod error;
 pub mod events;

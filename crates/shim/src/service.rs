@@ -89,14 +89,15 @@ pub struct Service {
     cv: Condvar,
 }
 
-fn ttrpc_result<T>(r: Result<T>) -> ttrpc::Result<T> {
+/// A request's outcome as ttrpc answers it (failures logged once, here).
+pub fn ttrpc_result<T>(r: Result<T>) -> ttrpc::Result<T> {
     r.map_err(|e| {
         log::warn!("request failed: {e}");
         e.into()
     })
 }
 
-fn now() -> Timestamp {
+pub fn now() -> Timestamp {
     timestamp().unwrap_or_default()
 }
 
@@ -766,7 +767,8 @@ impl Service {
     }
 }
 
-fn validate_id(id: &str) -> Result<()> {
+/// Container and exec ids as containerd allows them (they name files and directories).
+pub fn validate_id(id: &str) -> Result<()> {
     let ok = !id.is_empty()
         && id.len() <= 256
         && id

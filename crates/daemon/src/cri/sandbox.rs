@@ -209,6 +209,10 @@ impl Service {
                 if let Err(u) = self.destroy_pod(&meta).await {
                     tracing::warn!(pod = %name, error = %u, "undo RunPodSandbox");
                 }
+                if meta.warm.is_some() {
+                    let s = self.clone();
+                    tokio::spawn(async move { s.cri.warm.fill(&s.cri.cni).await });
+                }
                 self.cri.records.remove_sandbox(&id);
                 self.cri.records.release(&name, &id);
                 self.cri.forget_lock(&id);
@@ -247,8 +251,6 @@ impl Service {
             if let Some(w) = self.cri.warm.take() {
                 meta.netns = Some(w.netns.clone());
                 meta.warm = Some(w);
-                let s = self.clone();
-                tokio::spawn(async move { s.cri.warm.fill(&s.cri.cni).await });
             }
         }
         let net = if host_network {
@@ -291,6 +293,11 @@ impl Service {
         meta.ips = ips?;
         meta.pid = pid?;
         meta.state = SandboxState::Ready;
+        if meta.warm.is_some() {
+            // The replacement boots once this pod is up, not while it starts.
+            let s = self.clone();
+            tokio::spawn(async move { s.cri.warm.fill(&s.cri.cni).await });
+        }
         self.cri.records.put_sandbox(meta.clone());
         self.cri_save_meta(&id, meta.to_blob()).await?;
         self.watch_sandbox(&id);
