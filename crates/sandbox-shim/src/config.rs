@@ -21,6 +21,8 @@ pub const MIN_MEMORY_MB: u64 = 64;
 #[derive(Clone, Debug, Deserialize)]
 #[serde(default)]
 pub struct Config {
+    /// Which machine runs guests (`uml`; see `backend.rs`).
+    pub backend: String,
     /// The guest kernel (`linux.uml`).
     pub kernel: PathBuf,
     /// The statically linked guest agent; empty: looked up (see [`Config::agent_path`]).
@@ -36,6 +38,7 @@ pub struct Config {
 impl Default for Config {
     fn default() -> Config {
         Config {
+            backend: "uml".into(),
             kernel: PathBuf::from(DEFAULT_KERNEL),
             agent: PathBuf::new(),
             memory_mb: DEFAULT_MEMORY_MB,

@@ -11,11 +11,13 @@ use berth_sandbox_proto::{Event, Request};
 use serde_json::Value;
 
 use crate::agent::Agent;
+use crate::backend::{self, Backend};
 use crate::config::{Config, MIN_MEMORY_MB};
 use crate::error::{Error, Result};
 use crate::{net, sys, vm};
 
 pub struct Guest {
+    backend: Box<dyn Backend>,
     pub pid: i32,
     pub dir: PathBuf,
     pub agent: Arc<Agent>,
@@ -144,12 +146,13 @@ pub fn boot(
     network: Network,
     on_event: Box<dyn Fn(Event) + Send + Sync>,
 ) -> Result<Guest> {
+    let backend = backend::named(&cfg.backend)?;
     cfg.check_kernel()?;
     let agent_path = cfg.agent_path()?;
     let dir = cfg.state_dir.join(format!("{namespace}-{group}"));
     if dir.exists() {
         // Left by a shim that died: nothing of it may run any more.
-        cleanup_dir(&dir);
+        cleanup_dir(backend.as_ref(), &dir);
     }
     std::fs::create_dir_all(&dir).map_err(Error::io(format!("mkdir {}", dir.display())))?;
     let netns = netns_path(spec);
@@ -180,12 +183,13 @@ pub fn boot(
         nice: if network == Network::Later { 10 } else { 0 },
     };
     let mut undo = Undo {
+        backend: backend.as_ref(),
         dir: dir.clone(),
         pid: 0,
         net: None,
         cgroups: cgroups.clone(),
     };
-    vm::prepare_dir(&vspec)?;
+    backend.prepare(&vspec)?;
     if let (Some(ns), Some(_)) = (&netns, &tap) {
         undo.net = Some((ns.clone(), None));
         net::create_tap(ns, cfg.host_uid)?;
@@ -196,7 +200,7 @@ pub fn boot(
     }
     let idmap = sys::user_namespace(&[(0, cfg.host_uid, 65535), (65535, 0, 1)])?;
     let started = Instant::now();
-    let v = vm::spawn(&vspec)?;
+    let v = backend.start(&vspec)?;
     undo.pid = v.pid;
     let _ = std::fs::write(vm::sibling(&dir, "pid"), v.pid.to_string());
     let agent = Agent::connect(
@@ -216,8 +220,9 @@ pub fn boot(
     // Beside the pid file: the guest's agent answers (what a warm pool's readiness is).
     let _ = std::fs::write(vm::sibling(&dir, "ready"), &agent.kernel_release);
     log::info!(
-        "sandbox guest {} booted in {} ms (kernel {})",
+        "sandbox guest {} ({}) booted in {} ms (kernel {})",
         v.pid,
+        backend.name(),
         started.elapsed().as_millis(),
         agent.kernel_release
     );
@@ -239,7 +244,9 @@ pub fn boot(
     undo.pid = 0;
     undo.cgroups.clear();
     undo.dir = PathBuf::new();
+    drop(undo);
     Ok(Guest {
+        backend,
         pid: v.pid,
         dir,
         agent,
@@ -253,17 +260,18 @@ pub fn boot(
 }
 
 /// Tears down a half-booted guest.
-struct Undo {
+struct Undo<'a> {
+    backend: &'a dyn Backend,
     dir: PathBuf,
     pid: i32,
     net: Option<(PathBuf, Option<String>)>,
     cgroups: Vec<PathBuf>,
 }
 
-impl Drop for Undo {
+impl Drop for Undo<'_> {
     fn drop(&mut self) {
         if self.pid > 0 {
-            vm::kill(self.pid);
+            self.backend.kill(self.pid);
             // SAFETY: reaps our own child (the server's reaper may race us; both are fine).
             unsafe { libc::waitpid(self.pid, std::ptr::null_mut(), 0) };
         }
@@ -271,15 +279,15 @@ impl Drop for Undo {
             net::disconnect(ns, host_if.as_deref());
         }
         if !self.dir.as_os_str().is_empty() {
-            cleanup_dir(&self.dir);
+            cleanup_dir(self.backend, &self.dir);
         }
         remove_cgroups(&self.cgroups);
     }
 }
 
 /// Removes a sandbox directory (its mounts first) and the files beside it.
-pub fn cleanup_dir(dir: &Path) {
-    if let Err(e) = vm::remove_dir(dir) {
+pub fn cleanup_dir(backend: &dyn Backend, dir: &Path) {
+    if let Err(e) = backend.remove(dir) {
         log::warn!("{e}");
     }
     let _ = std::fs::remove_file(vm::sibling(dir, "log"));
@@ -312,7 +320,7 @@ impl Guest {
 
     pub fn kill(&self) {
         if !self.exited() {
-            vm::kill(self.pid);
+            self.backend.kill(self.pid);
         }
     }
 
@@ -335,7 +343,7 @@ impl Guest {
             let host_if = self.host_if.lock().ok().and_then(|g| g.clone());
             net::disconnect(ns, host_if.as_deref());
         }
-        cleanup_dir(&self.dir);
+        cleanup_dir(self.backend.as_ref(), &self.dir);
         let cgroups = self.cgroups.lock().map(|g| g.clone()).unwrap_or_default();
         remove_cgroups(&cgroups);
     }

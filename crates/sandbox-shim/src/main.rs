@@ -3,6 +3,7 @@
 //! or with `-socket` as the long-running ttrpc task server.
 
 mod agent;
+mod backend;
 mod cmd;
 mod config;
 mod error;
@@ -78,8 +79,9 @@ fn delete(flags: &containerd_shim::Flags) -> Result<()> {
     let group = berth_shim::spec::sandbox_group(&bundle).unwrap_or_else(|| flags.id.clone());
     let dir = cfg.state_dir.join(format!("{}-{group}", flags.namespace));
     if group == flags.id {
-        kill_recorded_kernel(&dir);
-        guest::cleanup_dir(&dir);
+        let backend = backend::named(&cfg.backend)?;
+        kill_recorded_kernel(backend.as_ref(), &dir);
+        guest::cleanup_dir(backend.as_ref(), &dir);
     }
     berth_shim::cleanup::write_killed_response()
 }
@@ -88,7 +90,7 @@ fn delete(flags: &containerd_shim::Flags) -> Result<()> {
 /// Also a kernel whose pid was never recorded (its shim died between starting it and writing
 /// the file): any guest kernel whose root is this sandbox directory (the same inode: the link
 /// itself reads "/" from another mount namespace).
-fn kill_recorded_kernel(dir: &std::path::Path) {
+fn kill_recorded_kernel(backend: &dyn backend::Backend, dir: &std::path::Path) {
     use std::os::unix::fs::MetadataExt;
     let recorded = std::fs::read_to_string(vm::sibling(dir, "pid"))
         .ok()
@@ -107,7 +109,7 @@ fn kill_recorded_kernel(dir: &std::path::Path) {
     for pid in kernels {
         let root = id(std::path::Path::new(&format!("/proc/{pid}/root")));
         if Some(pid) == recorded || (sandbox.is_some() && root == sandbox) {
-            vm::kill(pid);
+            backend.kill(pid);
         }
     }
 }
