@@ -219,6 +219,19 @@ stop_cri_daemon() { # dir work tag...
     rm -f "$d/pid"
 }
 
+# The end of every CRI benchmark's cleanup (after its daemons are stopped): the registry
+# ($REG_PID), the run's cgroup parent ($CGROUP), ip_forward as it was ($IP_FORWARD, the bridge
+# plugin turns it on), mounts and files under $WORK.
+end_cri_bench() {
+    [ -z "${REG_PID:-}" ] || kill "$REG_PID" 2>/dev/null || true
+    for c in /sys/fs/cgroup/*/"$CGROUP"; do
+        [ -d "$c" ] && find "$c" -depth -type d -exec rmdir {} \; 2>/dev/null || true
+    done
+    echo "$IP_FORWARD" >/proc/sys/net/ipv4/ip_forward
+    umount_under "$WORK"
+    rm -rf "$WORK"
+}
+
 # A loopback docker-registry under $1 holding tags $2... of the offline OCI layout $IMAGES;
 # sets REG (host:port) and REG_PID.
 start_bench_registry() { # dir tag...

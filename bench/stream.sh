@@ -51,11 +51,7 @@ REG_PID=""
 
 cleanup() {
     for d in "$WORK"/*/; do [ -d "$d" ] && stop_cri_daemon "${d%/}" "$WORK" stream; done
-    [ -z "$REG_PID" ] || kill "$REG_PID" 2>/dev/null || true
-    for c in /sys/fs/cgroup/*/"$CGROUP"; do [ -d "$c" ] && rmdir "$c" 2>/dev/null || true; done
-    echo "$IP_FORWARD" >/proc/sys/net/ipv4/ip_forward
-    umount_under "$WORK"
-    rm -rf "$WORK"
+    end_cri_bench
 }
 trap cleanup EXIT INT TERM
 
