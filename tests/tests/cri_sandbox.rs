@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use berth_tests::cri::*;
 use berth_tests::host_kernel_release;
+use berth_tests::spdy_client::PortForward;
 use k8s_cri::v1::*;
 use tonic::Code;
 
@@ -404,6 +405,31 @@ fn httpd_in_a_sandboxed_pod_answers_on_its_pod_ip() {
     let (code, body) = http_get_eventually(&ip, 8080);
     assert_eq!(code, 200, "{body}");
     assert!(body.contains("hello from busybox httpd"), "{body}");
+
+    // kubectl port-forward reaches it too (SPDY portforward.k8s.io, as kubectl speaks it).
+    let mut rt = env.cri.runtime.clone();
+    let url = env
+        .block_on(rt.port_forward(PortForwardRequest {
+            pod_sandbox_id: pod_id.clone(),
+            port: vec![8080],
+        }))
+        .expect("PortForward")
+        .into_inner()
+        .url;
+    let (answer, error) = env.block_on(async {
+        tokio::time::timeout(Duration::from_secs(30), async {
+            let pf = PortForward::connect(&url).await.expect("SPDY upgrade");
+            let f = pf.forward(8080, 0).await.expect("forward");
+            f.exchange(b"GET / HTTP/1.0\r\nHost: localhost\r\n\r\n")
+                .await
+                .expect("exchange")
+        })
+        .await
+        .expect("port-forward timed out")
+    });
+    let answer = String::from_utf8_lossy(&answer);
+    assert_eq!(error, "", "error stream");
+    assert!(answer.contains("hello from busybox httpd"), "{answer}");
     remove_and_check(&env, &pod_id, pid);
     env.assert_no_footprint("after removing the web pod");
 }

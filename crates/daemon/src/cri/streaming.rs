@@ -346,6 +346,26 @@ impl Service {
                 meta.id
             )));
         }
+        // A sandboxed pod's guest has taken its interface over: nothing listens in the pod's
+        // namespace itself. Its server is reached at the pod IP, as the node reaches pods.
+        let guest = self
+            .cri
+            .handlers
+            .get(&meta.runtime_handler)
+            .is_ok_and(|h| h.network_first);
+        if let (true, Some(ip)) = (guest, meta.ips.first()) {
+            let addr = format!("{ip}:{port}");
+            let stream = tokio::time::timeout(
+                Duration::from_secs(10),
+                tokio::net::TcpStream::connect(&addr),
+            )
+            .await
+            .map_err(|_| {
+                BackendError::Failed(format!("connect to {addr} in the sandbox: timed out"))
+            })?
+            .map_err(|e| BackendError::Failed(format!("connect to {addr} in the sandbox: {e}")))?;
+            return Ok(Box::new(stream));
+        }
         let netns = match &meta.netns {
             Some(p) => p.clone(),
             // A host-network pod's localhost is the host's.
