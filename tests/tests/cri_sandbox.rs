@@ -93,6 +93,19 @@ fn sandboxed_and_runc_pods_run_side_by_side_with_different_kernels() {
         &rpod,
         &env.container_config(&rpod, "box", "busybox", &["sleep", "3600"]),
     );
+    // The spec's capabilities apply inside the guest as under runc.
+    let caps = ["sh", "-c", "grep -E '^Cap(Eff|Bnd|Prm)' /proc/self/status"];
+    let (sandboxed_caps, runc_caps) = (env.exec_sync(&sc, &caps), env.exec_sync(&rc, &caps));
+    assert!(
+        stdout(&sandboxed_caps).contains("CapEff"),
+        "{sandboxed_caps:?}"
+    );
+    assert_eq!(stdout(&sandboxed_caps), stdout(&runc_caps));
+    let mount = env.exec_sync(&sc, &["mount", "-t", "tmpfs", "none", "/mnt"]);
+    assert_ne!(
+        mount.exit_code, 0,
+        "an unprivileged container mounted: {mount:?}"
+    );
     let host = host_kernel_release();
     let guest = env.exec_sync(&sc, &["uname", "-r"]);
     let native = env.exec_sync(&rc, &["uname", "-r"]);
@@ -278,13 +291,19 @@ fn sandboxed_container_exit_logs_exec_and_stop() {
 #[test]
 fn escape_attempts_from_the_sandbox_fail() {
     let env = CriEnv::start();
-    let (pod, pod_id) = sandbox_pod(&env, "jail");
+    // Privileged, so that it holds every capability its guest gives: the guest kernel, not
+    // the container's capabilities, must be what stops it.
+    let mut pod = env.pod_config("jail");
+    if let Some(sc) = pod.linux.as_mut().and_then(|l| l.security_context.as_mut()) {
+        sc.privileged = true;
+    }
+    let pod_id = env.try_run_pod(&pod, SANDBOX).expect("RunPodSandbox jail");
     let pid = guest_pid(&env, &pod_id);
-    let c = env.run_container(
-        &pod_id,
-        &pod,
-        &env.container_config(&pod, "box", "busybox", &["sleep", "3600"]),
-    );
+    let mut cfg = env.container_config(&pod, "box", "busybox", &["sleep", "3600"]);
+    if let Some(sc) = cfg.linux.as_mut().and_then(|l| l.security_context.as_mut()) {
+        sc.privileged = true;
+    }
+    let c = env.run_container(&pod_id, &pod, &cfg);
     let host_shadow = std::fs::read_to_string("/etc/shadow").expect("host /etc/shadow");
     let host_passwd_line = std::fs::read_to_string("/etc/passwd")
         .expect("host /etc/passwd")

@@ -48,12 +48,15 @@ pub enum Stage {
     Exec = 22,
     /// Allocating the terminal from the container's /dev/ptmx.
     Pty = 23,
+    /// Dropping from the bounding set (index: the capability), setting the sets, raising
+    /// ambient ones.
+    Caps = 24,
 }
 
 impl Stage {
     fn from_u32(v: u32) -> Option<Stage> {
         use Stage::*;
-        const ALL: [Stage; 24] = [
+        const ALL: [Stage; 25] = [
             Ready,
             Unshare,
             Setns,
@@ -78,6 +81,7 @@ impl Stage {
             Chdir,
             Exec,
             Pty,
+            Caps,
         ];
         ALL.get(v as usize).copied()
     }
@@ -156,6 +160,8 @@ pub struct ChildPlan {
     pub root: Option<RootPlan>,
     pub rlimits: Vec<(libc::__rlimit_resource_t, u64, u64)>,
     pub no_new_privs: bool,
+    /// The process's capability sets; None keeps all of them.
+    pub caps: Option<CapPlan>,
     pub umask: libc::mode_t,
     pub uid: libc::uid_t,
     pub gid: libc::gid_t,
@@ -167,6 +173,102 @@ pub struct ChildPlan {
     argv_ptrs: Vec<*const c_char>,
     _envp: Vec<CString>,
     envp_ptrs: Vec<*const c_char>,
+}
+
+/// Capability sets as masks (bit n = capability n), as the OCI process names them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CapPlan {
+    pub bounding: u64,
+    pub effective: u64,
+    pub permitted: u64,
+    pub inheritable: u64,
+    pub ambient: u64,
+}
+
+#[repr(C)]
+struct CapHeader {
+    version: u32,
+    pid: libc::c_int,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+struct CapData {
+    effective: u32,
+    permitted: u32,
+    inheritable: u32,
+}
+
+const CAP_VERSION_3: u32 = 0x2008_0522;
+
+/// Before the uid changes: drop what the bounding set does not name, keep the permitted set
+/// across setuid.
+///
+/// # Safety
+/// Raw system calls only (the caller is a forked child).
+unsafe fn caps_before_setuid(caps: &CapPlan, err: RawFd) {
+    // SAFETY: prctl(2) with integer arguments.
+    unsafe {
+        if libc::prctl(libc::PR_SET_KEEPCAPS, 1, 0, 0, 0) < 0 {
+            fail(err, Stage::Caps, 100)
+        }
+        for c in 0..=crate::spec::LAST_CAP {
+            if caps.bounding & (1 << c) == 0
+                && libc::prctl(libc::PR_CAPBSET_DROP, c as libc::c_ulong, 0, 0, 0) < 0
+                && *libc::__errno_location() != libc::EINVAL
+            {
+                fail(err, Stage::Caps, c as usize)
+            }
+        }
+    }
+}
+
+/// After it: the effective, permitted and inheritable sets, then the ambient ones.
+///
+/// # Safety
+/// Raw system calls only (the caller is a forked child).
+unsafe fn caps_after_setuid(caps: &CapPlan, err: RawFd) {
+    let mut header = CapHeader {
+        version: CAP_VERSION_3,
+        pid: 0,
+    };
+    let half = |m: u64, i: usize| (m >> (32 * i)) as u32;
+    let mut data = [CapData::default(); 2];
+    for (i, d) in data.iter_mut().enumerate() {
+        *d = CapData {
+            effective: half(caps.effective, i),
+            permitted: half(caps.permitted, i),
+            inheritable: half(caps.inheritable, i),
+        };
+    }
+    // SAFETY: capset(2) with a version-3 header and its two data words; prctl(2) with
+    // integer arguments.
+    unsafe {
+        if libc::prctl(libc::PR_SET_KEEPCAPS, 0, 0, 0, 0) < 0 {
+            fail(err, Stage::Caps, 101)
+        }
+        if libc::syscall(
+            libc::SYS_capset,
+            &mut header as *mut CapHeader,
+            data.as_mut_ptr(),
+        ) < 0
+        {
+            fail(err, Stage::Caps, 102)
+        }
+        for c in 0..=crate::spec::LAST_CAP {
+            if caps.ambient & (1 << c) != 0
+                && libc::prctl(
+                    libc::PR_CAP_AMBIENT,
+                    libc::PR_CAP_AMBIENT_RAISE as libc::c_ulong,
+                    c as libc::c_ulong,
+                    0,
+                    0,
+                ) < 0
+            {
+                fail(err, Stage::Caps, c as usize)
+            }
+        }
+    }
 }
 
 /// Messages for the records: what each index of a stage refers to.
@@ -216,6 +318,7 @@ impl ChildPlan {
             root,
             rlimits: Vec::new(),
             no_new_privs: false,
+            caps: None,
             umask: 0o022,
             uid: 0,
             gid: 0,
@@ -620,6 +723,9 @@ unsafe fn process(plan: &ChildPlan, fds: &ChildFds) -> ! {
         if plan.no_new_privs && libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0 {
             fail(err, Stage::NoNewPrivs, 0)
         }
+        if let Some(caps) = &plan.caps {
+            caps_before_setuid(caps, err);
+        }
         if libc::setgroups(plan.groups.len(), plan.groups.as_ptr()) < 0 {
             fail(err, Stage::Setgroups, 0)
         }
@@ -628,6 +734,9 @@ unsafe fn process(plan: &ChildPlan, fds: &ChildFds) -> ! {
         }
         if libc::setuid(plan.uid) < 0 {
             fail(err, Stage::Setuid, 0)
+        }
+        if let Some(caps) = &plan.caps {
+            caps_after_setuid(caps, err);
         }
         libc::umask(plan.umask);
         if libc::chdir(plan.cwd.as_ptr()) < 0 {
@@ -700,6 +809,12 @@ pub fn describe(stage: Stage, index: u32, errno: i32, info: &PlanInfo) -> AgentE
         Stage::Setuid => format!("setuid {}", info.uid),
         Stage::Chdir => format!("chdir {}", info.cwd),
         Stage::Exec => format!("exec {}", info.arg0),
+        Stage::Caps => match index {
+            100 => "keep capabilities across setuid".into(),
+            101 => "stop keeping capabilities".into(),
+            102 => "set the capability sets (capset)".into(),
+            c => format!("drop or raise capability {c}"),
+        },
         Stage::Pty => match index {
             0 => "open the container's /dev/ptmx for a terminal".into(),
             1 => "unlock the terminal".into(),

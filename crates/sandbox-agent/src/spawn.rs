@@ -7,7 +7,7 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use crate::agent::Agent;
 use crate::child::{self, ChildFds, ChildPlan, Namespaces, PlanInfo, RootPlan, Stage, RECORD_LEN};
 use crate::error::{sys, AgentError};
-use crate::spec::{exec_candidates, rlimit_resource, Process};
+use crate::spec::{cap_mask, exec_candidates, rlimit_resource, Process};
 use crate::state::State;
 use crate::stdio::ProcIo;
 use crate::sys::{self as s, cstring};
@@ -155,6 +155,13 @@ pub fn process_plan(
     }
     plan.winsize = p.console_size();
     plan.no_new_privs = p.no_new_privileges;
+    plan.caps = p.capabilities.as_ref().map(|c| crate::child::CapPlan {
+        bounding: cap_mask(&c.bounding),
+        effective: cap_mask(&c.effective),
+        permitted: cap_mask(&c.permitted),
+        inheritable: cap_mask(&c.inheritable),
+        ambient: cap_mask(&c.ambient),
+    });
     plan.umask = p.user.umask.unwrap_or(0o022);
     plan.uid = p.user.uid;
     plan.gid = p.user.gid;

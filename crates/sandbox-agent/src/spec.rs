@@ -27,6 +27,89 @@ pub struct Process {
     pub rlimits: Vec<Rlimit>,
     #[serde(default)]
     pub no_new_privileges: bool,
+    /// Absent: the process keeps every capability (as guest root does by default).
+    #[serde(default)]
+    pub capabilities: Option<Capabilities>,
+}
+
+/// The OCI process's capability sets, by name (`CAP_NET_ADMIN`).
+#[derive(Debug, Default, Deserialize, PartialEq, Clone)]
+pub struct Capabilities {
+    #[serde(default)]
+    pub bounding: Vec<String>,
+    #[serde(default)]
+    pub effective: Vec<String>,
+    #[serde(default)]
+    pub inheritable: Vec<String>,
+    #[serde(default)]
+    pub permitted: Vec<String>,
+    #[serde(default)]
+    pub ambient: Vec<String>,
+}
+
+/// Capability names in number order (linux/capability.h); the guest kernel knows 0..=40.
+const CAPS: [&str; 41] = [
+    "CHOWN",
+    "DAC_OVERRIDE",
+    "DAC_READ_SEARCH",
+    "FOWNER",
+    "FSETID",
+    "KILL",
+    "SETGID",
+    "SETUID",
+    "SETPCAP",
+    "LINUX_IMMUTABLE",
+    "NET_BIND_SERVICE",
+    "NET_BROADCAST",
+    "NET_ADMIN",
+    "NET_RAW",
+    "IPC_LOCK",
+    "IPC_OWNER",
+    "SYS_MODULE",
+    "SYS_RAWIO",
+    "SYS_CHROOT",
+    "SYS_PTRACE",
+    "SYS_PACCT",
+    "SYS_ADMIN",
+    "SYS_BOOT",
+    "SYS_NICE",
+    "SYS_RESOURCE",
+    "SYS_TIME",
+    "SYS_TTY_CONFIG",
+    "MKNOD",
+    "LEASE",
+    "AUDIT_WRITE",
+    "AUDIT_CONTROL",
+    "SETFCAP",
+    "MAC_OVERRIDE",
+    "MAC_ADMIN",
+    "SYSLOG",
+    "WAKE_ALARM",
+    "BLOCK_SUSPEND",
+    "AUDIT_READ",
+    "PERFMON",
+    "BPF",
+    "CHECKPOINT_RESTORE",
+];
+
+/// The highest capability number the guest kernel knows.
+pub const LAST_CAP: u32 = CAPS.len() as u32 - 1;
+
+/// `CAP_NET_ADMIN` (or `NET_ADMIN`) → 12; None for a name this kernel does not know (runc
+/// skips those too).
+pub fn cap_number(name: &str) -> Option<u32> {
+    let n = name.strip_prefix("CAP_").unwrap_or(name);
+    CAPS.iter()
+        .position(|c| c.eq_ignore_ascii_case(n))
+        .map(|i| i as u32)
+}
+
+/// A set of capability names as a bit mask (unknown names skipped).
+pub fn cap_mask(names: &[String]) -> u64 {
+    names
+        .iter()
+        .filter_map(|n| cap_number(n))
+        .fold(0u64, |m, c| m | (1u64 << c))
 }
 
 #[derive(Debug, Default, Deserialize, PartialEq, Clone, Copy)]
@@ -211,6 +294,17 @@ mod tests {
             exec_candidates("sh", "/usr/bin:/bin/::/sbin"),
             vec!["/usr/bin/sh", "/bin/sh", "sh", "/sbin/sh"]
         );
+    }
+
+    #[test]
+    fn capability_names_and_masks() {
+        assert_eq!(cap_number("CAP_CHOWN"), Some(0));
+        assert_eq!(cap_number("CAP_NET_ADMIN"), Some(12));
+        assert_eq!(cap_number("SYS_ADMIN"), Some(21));
+        assert_eq!(cap_number("CAP_CHECKPOINT_RESTORE"), Some(LAST_CAP));
+        assert_eq!(cap_number("CAP_NOT_A_THING"), None);
+        let m = cap_mask(&["CAP_KILL".into(), "CAP_NET_RAW".into(), "CAP_BOGUS".into()]);
+        assert_eq!(m, (1 << 5) | (1 << 13));
     }
 
     #[test]
