@@ -166,6 +166,18 @@ fn create_inner(
         }
     }
     work.keep = true;
+    started(agent, key, pid, &mut io, stdin)
+}
+
+/// A process exists: its output is read and its stdin written from now on; the host hears of
+/// its pid (and, later, of its exit).
+fn started(
+    agent: &Arc<Agent>,
+    key: &Key,
+    pid: i32,
+    io: &mut stdio::ProcIo,
+    stdin: Option<Receiver<StdinMsg>>,
+) -> Result<(Response, Post), AgentError> {
     stdio::spawn_readers(agent, key, pid, std::mem::take(&mut io.outputs));
     if let (Some(fd), Some(rx)) = (io.stdin.take(), stdin) {
         stdio::spawn_writer(agent, key, fd, rx);
@@ -305,12 +317,5 @@ fn exec_inner(
     if let Some(p) = agent.lock().proc_mut(key) {
         p.master = io.master.clone();
     }
-    stdio::spawn_readers(agent, key, pid, std::mem::take(&mut io.outputs));
-    if let (Some(fd), Some(rx)) = (io.stdin.take(), stdin) {
-        stdio::spawn_writer(agent, key, fd, rx);
-    }
-    Ok((
-        Response::Pid { pid: pid as u32 },
-        Post::Announce(key.clone(), pid),
-    ))
+    started(agent, key, pid, &mut io, stdin)
 }
