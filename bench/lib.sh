@@ -219,6 +219,25 @@ stop_cri_daemon() { # dir work tag...
     rm -f "$d/pid"
 }
 
+# The start of every CRI benchmark, after its release build into $CARGO_TARGET_DIR: binaries
+# (BIN, BERTHD, DRIVER), a work dir /tmp/berth-$1-bench.* (WORK), the offline images (IMAGES,
+# built once), and names no other run shares — bridges, subnets and cgroup parents carry this
+# script's PID (TAG, CGROUP, NET: a free 10.NET.0.0/16 from $2 up) — and what cleanup restores.
+begin_cri_bench() { # name net-base
+    BIN=$CARGO_TARGET_DIR/release
+    BERTHD=$BIN/berthd
+    DRIVER=$BIN/berth-cri-bench
+    WORK=$(mktemp -d "/tmp/berth-$1-bench.XXXXXX")
+    IMAGES=${BERTH_TEST_IMAGES:-$PWD/target/testimages}
+    [ -d "$IMAGES/oci" ] || sh ../shared/testimages/make-test-images.sh "$IMAGES" >/dev/null
+    TAG=$$
+    CGROUP=berth-$1-bench-$TAG
+    NET=$(($2 + TAG % 100))
+    while ip -4 route | grep -q "^10\.$NET\."; do NET=$((NET + 1)); done
+    IP_FORWARD=$(cat /proc/sys/net/ipv4/ip_forward)
+    REG_PID=""
+}
+
 # The end of every CRI benchmark's cleanup (after its daemons are stopped): the registry
 # ($REG_PID), the run's cgroup parent ($CGROUP), ip_forward as it was ($IP_FORWARD, the bridge
 # plugin turns it on), mounts and files under $WORK.

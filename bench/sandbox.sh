@@ -27,20 +27,9 @@ cargo build --release -q -p berthd -p berth-shim -p berth-sandbox-shim -p berth-
     --bin berthd --bin containerd-shim-berth-v2 --bin containerd-shim-berth-sandbox-v2 --bin berth-cri-bench
 BERTH_SANDBOX_AGENT=$(sh scripts/build-sandbox-agent.sh --release -q)
 export BERTH_SANDBOX_AGENT
-BIN=$CARGO_TARGET_DIR/release
-BERTHD=$BIN/berthd
-DRIVER=$BIN/berth-cri-bench
+begin_cri_bench sandbox 100
 # containerd finds the sandbox shim on PATH.
 export PATH="$BIN:$PATH"
-WORK=$(mktemp -d /tmp/berth-sandbox-bench.XXXXXX)
-IMAGES=${BERTH_TEST_IMAGES:-$PWD/target/testimages}
-[ -d "$IMAGES/oci" ] || sh ../shared/testimages/make-test-images.sh "$IMAGES" >/dev/null
-TAG=$$
-CGROUP=berth-sandbox-bench-$TAG
-NET=$((100 + TAG % 100))
-while ip -4 route | grep -q "^10\.$NET\."; do NET=$((NET + 1)); done
-IP_FORWARD=$(cat /proc/sys/net/ipv4/ip_forward)
-REG_PID=""
 POOL=10
 DD="dd if=/dev/zero of=/dev/null bs=1 count=200000"
 CPU='i=0; while [ $i -lt 300000 ]; do i=$((i+1)); done'

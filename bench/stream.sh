@@ -35,19 +35,7 @@ case " $KINDS " in
     *" berthd "*) cargo build --release -q -p berthd -p berth-shim -p berth-cri-bench --bin berthd --bin containerd-shim-berth-v2 --bin berth-cri-bench ;;
     *) cargo build --release -q -p berth-cri-bench ;;
 esac
-BIN=$CARGO_TARGET_DIR/release
-BERTHD=$BIN/berthd
-DRIVER=$BIN/berth-cri-bench
-WORK=$(mktemp -d /tmp/berth-stream-bench.XXXXXX)
-IMAGES=${BERTH_TEST_IMAGES:-$PWD/target/testimages}
-[ -d "$IMAGES/oci" ] || sh ../shared/testimages/make-test-images.sh "$IMAGES" >/dev/null
-# Names no other run shares: bridges, subnets and cgroup parents carry this script's PID.
-TAG=$$
-CGROUP=berth-stream-bench-$TAG
-NET=$((150 + TAG % 100))
-while ip -4 route | grep -q "^10\.$NET\."; do NET=$((NET + 1)); done
-IP_FORWARD=$(cat /proc/sys/net/ipv4/ip_forward)
-REG_PID=""
+begin_cri_bench stream 150
 
 cleanup() {
     for d in "$WORK"/*/; do [ -d "$d" ] && stop_cri_daemon "${d%/}" "$WORK" stream; done
