@@ -107,3 +107,36 @@ fn berth_run_with_the_sandbox_runtime_sees_the_guest_kernel() {
     });
     assert!(berth_tests::daemon::mounts_under(&d.state().join("sandbox")).is_empty());
 }
+
+#[test]
+fn a_missing_binary_in_the_sandbox_is_named_and_leaves_no_guest() {
+    let d = berthd_with_busybox();
+    let ns = d.unique_ns();
+    let tar = test_images().join("busybox-oci.tar");
+    d.berth(&ns, &["image", "import", tar.to_str().expect("path")])
+        .ok();
+    let run = d.berth(
+        &ns,
+        &[
+            "run",
+            "--rm",
+            "--runtime",
+            SANDBOX,
+            "docker.io/library/busybox:latest",
+            "nope",
+            "/no/such/binary",
+        ],
+    );
+    assert_ne!(run.code, Some(0), "{} {}", run.stdout, run.stderr);
+    assert!(
+        run.stderr.contains("/no/such/binary"),
+        "the error names the binary: {}",
+        run.stderr
+    );
+    wait_until("the guest to be gone", || {
+        guest_kernels_under(&d.state()).is_empty()
+    });
+    assert!(berth_tests::daemon::mounts_under(&d.state().join("sandbox")).is_empty());
+    let ls = d.berth(&ns, &["container", "ls"]).ok();
+    assert!(!ls.stdout.contains("nope"), "container left: {}", ls.stdout);
+}
